@@ -169,6 +169,9 @@ func (k *PublicKey) Equal(other *PublicKey) bool {
 // the envelope bytes. Plaintexts longer than MaxPlaintextSize are refused
 // with ErrTooLarge.
 func Seal(to *PublicKey, plaintext []byte) ([]byte, error) {
+	if to == nil {
+		return nil, fmt.Errorf("%w: none given", ErrPublicKey)
+	}
 	if len(plaintext) > MaxPlaintextSize {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(plaintext), MaxPlaintextSize)
 	}
@@ -190,6 +193,8 @@ func Seal(to *PublicKey, plaintext []byte) ([]byte, error) {
 // the plaintext. It never returns a partial plaintext.
 func Open(k *PrivateKey, sealed []byte) ([]byte, error) {
 	switch {
+	case k == nil:
+		return nil, fmt.Errorf("%w: none given", ErrPrivateKey)
 	case len(sealed) == 0:
 		return nil, fmt.Errorf("%w: empty", ErrShort)
 	case sealed[0] != Version:

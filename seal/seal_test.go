@@ -233,6 +233,12 @@ func TestParsePublicKeyRejects(t *testing.T) {
 	if mustKey(t).Public().Equal(nilKey) {
 		t.Error("Equal(nil) = true")
 	}
+	if _, err := Seal(nil, []byte("x")); !errors.Is(err, ErrPublicKey) {
+		t.Errorf("Seal to nil key: err = %v, want ErrPublicKey", err)
+	}
+	if _, err := Open(nil, make([]byte, Overhead)); !errors.Is(err, ErrPrivateKey) {
+		t.Errorf("Open with nil key: err = %v, want ErrPrivateKey", err)
+	}
 }
 
 func TestParsePrivateKeyRejects(t *testing.T) {

@@ -669,3 +669,26 @@ func BenchmarkEnqueueToDelivered(b *testing.B) {
 		<-done
 	}
 }
+
+// BenchmarkBoltPutBaseline is the bare baseline for BenchmarkEnqueue: one
+// bbolt commit of a 1 KiB value under a sequential key, nothing else.
+func BenchmarkBoltPutBaseline(b *testing.B) {
+	db, _ := tempDB(b)
+	v := make([]byte, 1024+valueHeaderSize)
+	if err := db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists([]byte("bare"))
+		return err
+	}); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		err := db.Update(func(tx *bolt.Tx) error {
+			bk := tx.Bucket([]byte("bare"))
+			seq, _ := bk.NextSequence()
+			return bk.Put(itemKey(key(1), seq), v)
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
