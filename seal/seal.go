@@ -68,9 +68,9 @@ const (
 // to this protocol and version.
 const Info = "quicproquo/seal/v1"
 
-// Errors. Open returns exactly one of ErrShort, ErrTooLarge, ErrVersion or
-// ErrOpen (possibly wrapped), so callers can tell malformed input from a
-// message that is not for them or was altered.
+// Errors. For any input bytes Open returns exactly one of ErrShort,
+// ErrTooLarge, ErrVersion or ErrOpen (possibly wrapped), so callers can tell
+// malformed input from a message that is not for them or was altered.
 var (
 	ErrShort      = errors.New("seal: envelope shorter than the minimum")
 	ErrTooLarge   = errors.New("seal: message larger than the limit")
