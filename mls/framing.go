@@ -264,4 +264,3 @@ func fromPrivate(s cipher.Suite, st *secretTree, senderDataSecret []byte, m *Pri
 }
 
 func (d *decrypted) consume(st *secretTree) { st.consume(d.leaf, d.kind, d.gen) }
-
