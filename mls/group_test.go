@@ -125,7 +125,10 @@ func deliver(t testing.TB, m *MLSMessage, to ...*client) []*Received {
 
 func TestGroupLifecycle(t *testing.T) {
 	for _, id := range cipher.Registered() {
-		t.Run(fmt.Sprintf("suite=0x%04x", uint16(id)), func(t *testing.T) { testGroupLifecycle(t, id) })
+		t.Run(fmt.Sprintf("suite=0x%04x", uint16(id)), func(t *testing.T) {
+			t.Parallel()
+			testGroupLifecycle(t, id)
+		})
 	}
 }
 

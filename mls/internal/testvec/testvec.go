@@ -74,15 +74,21 @@ func NewTally(t *testing.T, file string) *Tally {
 	return tl
 }
 
-// Case runs f as the subtest name of suite and counts its outcome. A case
-// that calls t.Skip must give the reason, which the test output shows.
+// Case runs f as the parallel subtest name of suite and counts its
+// outcome. A case that calls t.Skip must give the reason, which the test
+// output shows. Cases run in parallel with each other (the vector files of
+// the big suites take seconds each under -race); the summary is logged
+// once they have all finished.
 func (tl *Tally) Case(t *testing.T, suite uint16, name string, f func(t *testing.T)) {
 	t.Helper()
-	var skipped bool
-	ok := t.Run(name, func(t *testing.T) {
-		defer func() { skipped = t.Skipped() }()
+	t.Run(name, func(t *testing.T) {
+		t.Parallel()
+		t.Cleanup(func() { tl.record(suite, t.Skipped(), t.Failed()) })
 		f(t)
 	})
+}
+
+func (tl *Tally) record(suite uint16, skipped, failed bool) {
 	tl.mu.Lock()
 	defer tl.mu.Unlock()
 	r := tl.rows[suite]
@@ -94,7 +100,7 @@ func (tl *Tally) Case(t *testing.T, suite uint16, name string, f func(t *testing
 	switch {
 	case skipped:
 		r.skipped++
-	case ok:
+	case !failed:
 		r.passed++
 	}
 }
