@@ -169,11 +169,11 @@ var ErrPendingProposals = fmt.Errorf("mls: proposals are pending; commit them be
 // Encrypt protects application data as a PrivateMessage from this member,
 // with padding zero bytes of padding (RFC 9420 §6.3, §15.1).
 func (g *Group) Encrypt(data, authenticatedData []byte, padding int) (*MLSMessage, error) {
+	if err := g.usable(); err != nil {
+		return nil, err
+	}
 	if len(g.proposals) > 0 {
 		return nil, ErrPendingProposals
-	}
-	if g.reinit != nil {
-		return nil, fmt.Errorf("%w: group was re-initialized", ErrWrongEpoch)
 	}
 	ac, err := g.frame(FramedContent{AuthenticatedData: authenticatedData, ContentType: ContentTypeApplication, ApplicationData: data}, WireFormatPrivateMessage)
 	if err != nil {
@@ -193,6 +193,9 @@ func (g *Group) Propose(p Proposal, wf WireFormat) (*MLSMessage, []byte, error) 
 }
 
 func (g *Group) propose(p Proposal, wf WireFormat) (*MLSMessage, []byte, error) {
+	if err := g.usable(); err != nil {
+		return nil, nil, err
+	}
 	ac, err := g.frame(FramedContent{ContentType: ContentTypeProposal, Proposal: p}, wf)
 	if err != nil {
 		return nil, nil, err
@@ -275,8 +278,8 @@ type PendingCommit struct {
 // §12.4.1). It does not change the group's epoch; see MergePendingCommit.
 func (g *Group) Commit(opts CommitOptions) (*PendingCommit, error) {
 	s := g.suite
-	if g.reinit != nil {
-		return nil, fmt.Errorf("%w: group was re-initialized", ErrWrongEpoch)
+	if err := g.usable(); err != nil {
+		return nil, err
 	}
 	wf := opts.WireFormat
 	if wf == 0 {
@@ -434,6 +437,7 @@ func (g *Group) MergePendingCommit(pc *PendingCommit) (*CommitResult, error) {
 	}
 	g.advance(pc.next)
 	g.reinit = pc.result.ReInit
+	g.joining = false
 	pc.next = nil
 	return pc.result, nil
 }

@@ -110,21 +110,20 @@ func (d *senderData) marshal() []byte {
 	return b.Bytes()
 }
 
-func privateContentAAD(m *PrivateMessage) []byte {
-	var b codec.Builder
-	b.AddOpaque(m.GroupID)
-	b.AddUint64(m.Epoch)
-	b.AddUint8(uint8(m.ContentType))
-	b.AddOpaque(m.AuthenticatedData)
-	return b.Bytes()
-}
-
+// senderDataAAD is SenderDataAAD: the first three fields of the message.
 func senderDataAAD(m *PrivateMessage) []byte {
 	var b codec.Builder
 	b.AddOpaque(m.GroupID)
 	b.AddUint64(m.Epoch)
 	b.AddUint8(uint8(m.ContentType))
 	return b.Bytes()
+}
+
+// privateContentAAD is PrivateContentAAD: SenderDataAAD and the
+// authenticated data.
+func privateContentAAD(m *PrivateMessage) []byte {
+	b := codec.AppendVarint(senderDataAAD(m), len(m.AuthenticatedData))
+	return append(b, m.AuthenticatedData...)
 }
 
 func kindOf(ct ContentType) ratchetKind {

@@ -103,6 +103,20 @@ type Group struct {
 	pendingUpdates []nodeKey       // leaf keys of this member's Update proposals this epoch
 	resumption     []resumptionPSK // newest last
 	reinit         *ReInitProposal // set once a ReInit has been committed
+	// joining is set between JoinExternal and the merge of its Commit:
+	// the group has no keys for the epoch it holds.
+	joining bool
+}
+
+// usable reports why the group cannot send or receive, if it cannot.
+func (g *Group) usable() error {
+	switch {
+	case g.joining:
+		return fmt.Errorf("%w: external join not merged yet", ErrWrongEpoch)
+	case g.reinit != nil:
+		return fmt.Errorf("%w: group was re-initialized", ErrWrongEpoch)
+	}
+	return nil
 }
 
 type resumptionPSK struct {
@@ -213,13 +227,4 @@ func (g *Group) leafCheck(t *ratchetTree, ext Extensions, source LeafNodeSource,
 		suite: g.suite, groupID: g.ctx.GroupID, extensions: ext, tree: t,
 		now: g.cfg.now(), source: source, leaf: leaf, replaces: replaces,
 	}
-}
-
-// memberKey returns the signature key of the member at leaf l.
-func (g *Group) memberKey(t *ratchetTree, l LeafIndex) ([]byte, error) {
-	n := t.leaf(l)
-	if n == nil {
-		return nil, fmt.Errorf("%w: leaf %d is not a member", ErrInvalidProposal, l)
-	}
-	return n.SignatureKey, nil
 }

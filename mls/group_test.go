@@ -335,3 +335,61 @@ func restore(t testing.TB, g *Group, cfg Config) *Group {
 	}
 	return r
 }
+
+func TestExternalJoin(t *testing.T) {
+	for _, id := range cipher.Registered() {
+		t.Run(fmt.Sprintf("suite=0x%04x", uint16(id)), func(t *testing.T) {
+			t.Parallel()
+			suite := id
+			alice, bob, carol := newClient(t, suite, "alice"), newClient(t, suite, "bob"), newClient(t, suite, "carol")
+			var err error
+			alice.g, err = NewGroup(suite, randomID(t), alice.signer, alice.cred, LeafOptions{}, nil, Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			bobKP := bob.keyPackage(t, suite)
+			commitAndDeliver(t, alice, CommitOptions{Proposals: []Proposal{&AddProposal{KeyPackage: *bobKP.KeyPackage}}},
+				nil, map[*client]*KeyPackageBundle{bob: bobKP}, Config{})
+
+			gi, err := alice.g.GroupInfo(GroupInfoOptions{RatchetTree: true, ExternalPub: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			wire := (&MLSMessage{Version: MLS10, WireFormat: WireFormatGroupInfo, GroupInfo: gi}).Encode()
+			gim, err := DecodeMLSMessage(wire)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g, pc, err := JoinExternal(gim.GroupInfo, nil, carol.signer, carol.cred, LeafOptions{}, Config{})
+			if err != nil {
+				t.Fatalf("join external: %v", err)
+			}
+			if _, err := g.Encrypt([]byte("too early"), nil, 0); !errors.Is(err, ErrWrongEpoch) {
+				t.Fatalf("encrypt before the merge: err = %v", err)
+			}
+			for _, r := range deliver(t, pc.Message, alice, bob) {
+				if r.Commit == nil || len(r.Commit.Added) != 1 || r.Sender.Type != SenderTypeNewMemberCommit {
+					t.Fatalf("external commit result %+v", r.Commit)
+				}
+			}
+			if _, err := g.MergePendingCommit(pc); err != nil {
+				t.Fatal(err)
+			}
+			carol.g = g
+			for _, c := range []*client{alice, bob} {
+				if !bytes.Equal(c.g.EpochAuthenticator(), carol.g.EpochAuthenticator()) {
+					t.Fatalf("%s and carol disagree after the external join", c.name)
+				}
+			}
+			m, err := carol.g.Encrypt([]byte("hello from carol"), nil, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			deliver(t, m, alice, bob)
+			commitAndDeliver(t, bob, CommitOptions{Proposals: []Proposal{&RemoveProposal{Removed: alice.g.OwnLeaf()}}}, []*client{alice, carol}, nil, Config{})
+			if alice.g != nil {
+				t.Fatal("alice still in the group")
+			}
+		})
+	}
+}

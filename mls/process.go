@@ -46,8 +46,8 @@ var ErrOwnCommit = errors.New("mls: own commit received")
 // for the Commit that will name them, and a Commit moves the group to its
 // next epoch. On any error the group is unchanged.
 func (g *Group) Process(m *MLSMessage) (*Received, error) {
-	if g.reinit != nil {
-		return nil, fmt.Errorf("%w: group was re-initialized", ErrWrongEpoch)
+	if err := g.usable(); err != nil {
+		return nil, err
 	}
 	var ac *AuthenticatedContent
 	var dec *decrypted

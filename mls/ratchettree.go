@@ -112,9 +112,6 @@ func (t *ratchetTree) leaf(l LeafIndex) *LeafNode {
 	return t.nodes[l.Node()].leaf
 }
 
-// parentNode returns the ParentNode at x, or nil when blank.
-func (t *ratchetTree) parentNode(x NodeIndex) *ParentNode { return t.nodes[x].parent }
-
 // invalidate marks the hashes of x and its ancestors stale.
 func (t *ratchetTree) invalidate(x NodeIndex) {
 	r := t.root()

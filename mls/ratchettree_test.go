@@ -4,18 +4,23 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/quicproquo/qpq/mls/cipher"
 	"github.com/quicproquo/qpq/mls/codec"
 	"github.com/quicproquo/qpq/mls/internal/testvec"
 )
 
-// decodeTree decodes and imports a serialized ratchet tree.
-func decodeTree(t *testing.T, data []byte) RatchetTree {
+// importTree decodes and imports a serialized ratchet tree.
+func importTree(t *testing.T, s cipher.Suite, data []byte) *ratchetTree {
 	t.Helper()
 	var rt RatchetTree
 	if err := codec.Unmarshal(data, &rt); err != nil {
 		t.Fatalf("decode ratchet tree: %v", err)
 	}
-	return rt
+	tree, err := importRatchetTree(s, rt)
+	if err != nil {
+		t.Fatalf("import ratchet tree: %v", err)
+	}
+	return tree
 }
 
 // TestVectorTreeValidation runs tree-validation.json.
@@ -32,10 +37,7 @@ func TestVectorTreeValidation(t *testing.T) {
 	for i, c := range cases {
 		tally.Case(t, c.CipherSuite, fmt.Sprintf("%d/suite=0x%04x", i, c.CipherSuite), func(t *testing.T) {
 			s := suiteOrSkip(t, c.CipherSuite)
-			tree, err := importRatchetTree(s, decodeTree(t, c.Tree))
-			if err != nil {
-				t.Fatal(err)
-			}
+			tree := importTree(t, s, c.Tree)
 			if len(tree.nodes) != len(c.TreeHashes) {
 				t.Fatalf("tree has %d nodes, vector %d", len(tree.nodes), len(c.TreeHashes))
 			}
@@ -89,10 +91,7 @@ func TestVectorTreeOperations(t *testing.T) {
 	for i, c := range cases {
 		tally.Case(t, c.CipherSuite, fmt.Sprintf("%d/suite=0x%04x", i, c.CipherSuite), func(t *testing.T) {
 			s := suiteOrSkip(t, c.CipherSuite)
-			tree, err := importRatchetTree(s, decodeTree(t, c.TreeBefore))
-			if err != nil {
-				t.Fatal(err)
-			}
+			tree := importTree(t, s, c.TreeBefore)
 			eq(t, "tree_hash_before", tree.rootHash(), c.TreeHashBefore)
 			r := codec.NewReader(c.Proposal)
 			p := readProposal(r)

@@ -2,6 +2,7 @@ package mls
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/quicproquo/qpq/mls/cipher"
@@ -128,22 +129,12 @@ func (t *secretTree) MarshalTLS(b *codec.Builder) {
 			}
 		}
 	})
-	leaves := make([]LeafIndex, 0, len(t.senders))
-	for l := range t.senders {
-		leaves = append(leaves, l)
-	}
-	slices.Sort(leaves)
-	codec.AddList(b, leaves, func(b *codec.Builder, l LeafIndex) {
+	codec.AddList(b, slices.Sorted(maps.Keys(t.senders)), func(b *codec.Builder, l LeafIndex) {
 		b.AddUint32(uint32(l))
 		for _, r := range t.senders[l] {
 			b.AddUint32(r.next)
 			b.AddOpaque(r.secret)
-			gens := make([]uint32, 0, len(r.keys))
-			for g := range r.keys {
-				gens = append(gens, g)
-			}
-			slices.Sort(gens)
-			codec.AddList(b, gens, func(b *codec.Builder, g uint32) {
+			codec.AddList(b, slices.Sorted(maps.Keys(r.keys)), func(b *codec.Builder, g uint32) {
 				b.AddUint32(g)
 				b.AddOpaque(r.keys[g].key)
 				b.AddOpaque(r.keys[g].nonce)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/quicproquo/qpq/mls/cipher"
@@ -54,12 +55,7 @@ func (p *privateTree) prune(t *ratchetTree) {
 // MarshalTLS implements codec.Marshaler, for persisting group state.
 func (p *privateTree) MarshalTLS(b *codec.Builder) {
 	b.AddUint32(uint32(p.leaf))
-	nodes := make([]NodeIndex, 0, len(p.keys))
-	for x := range p.keys {
-		nodes = append(nodes, x)
-	}
-	slices.Sort(nodes)
-	codec.AddList(b, nodes, func(b *codec.Builder, x NodeIndex) {
+	codec.AddList(b, slices.Sorted(maps.Keys(p.keys)), func(b *codec.Builder, x NodeIndex) {
 		b.AddUint32(uint32(x))
 		b.AddOpaque(p.keys[x].priv)
 		b.AddOpaque(p.keys[x].pub)
@@ -193,7 +189,12 @@ func (t *ratchetTree) mergePath(sender LeafIndex, path *UpdatePath) error {
 		}
 		keys[string(n.EncryptionKey)] = true
 	}
-	for _, n := range t.nodes {
+	for i, n := range t.nodes {
+		// The sender's own leaf is being replaced (or, for an external
+		// joiner, was just placed there with this very key).
+		if NodeIndex(i) == sender.Node() {
+			continue
+		}
 		if k := n.encryptionKey(); k != nil && keys[string(k)] {
 			return fmt.Errorf("%w: update path reuses an encryption key of the tree", ErrInvalidCommit)
 		}
