@@ -141,10 +141,10 @@ func (g *Group) validateJoinedTree(t *ratchetTree) error {
 	if !bytes.Equal(t.rootHash(), g.ctx.TreeHash) {
 		return fmt.Errorf("%w: tree hash does not match the group context", ErrInvalidTree)
 	}
-	if err := t.verifyParentHashes(); err != nil {
+	if err := t.verifyStructure(); err != nil {
 		return err
 	}
-	if err := t.verifyStructure(); err != nil {
+	if err := t.verifyParentHashes(); err != nil {
 		return err
 	}
 	var err error

@@ -3,6 +3,7 @@ package mls
 import (
 	"bytes"
 	"fmt"
+	"slices"
 
 	"github.com/quicproquo/qpq/mls/cipher"
 	"github.com/quicproquo/qpq/mls/codec"
@@ -169,8 +170,11 @@ func (t *ratchetTree) addLeaf(n *LeafNode) LeafIndex {
 	}
 	for _, x := range t.directPath(l) {
 		if p := t.nodes[x].parent; p != nil {
+			// unmerged_leaves stays sorted (RFC 9420 §7.1): a leaf filling
+			// a hole may be left of leaves added earlier.
 			c := p.clone()
-			c.UnmergedLeaves = append(c.UnmergedLeaves, l)
+			i, _ := slices.BinarySearch(c.UnmergedLeaves, l)
+			c.UnmergedLeaves = slices.Insert(c.UnmergedLeaves, i, l)
 			t.nodes[x] = treeNode{parent: c}
 		}
 	}
@@ -299,18 +303,12 @@ func parentHashInputForTree(p *ParentNode, left, right []byte) []byte {
 }
 
 // treeHashExcluding is the tree hash of x in a copy of the tree where the
-// leaves in excl are blank and dropped from every unmerged_leaves list: the
-// "original sibling tree hash" of RFC 9420 §7.9. Subtrees without excluded
-// leaves use the cached hash.
+// leaves in excl (sorted) are blank and dropped from every unmerged_leaves
+// list: the "original sibling tree hash" of RFC 9420 §7.9. Subtrees without
+// excluded leaves use the cached hash, so the cost grows with the excluded
+// leaves, not with the subtree.
 func (t *ratchetTree) treeHashExcluding(x NodeIndex, excl []LeafIndex) []byte {
-	touched := false
-	for _, l := range excl {
-		if treemath.IsAncestor(x, l.Node()) {
-			touched = true
-			break
-		}
-	}
-	if !touched {
+	if !anyUnder(excl, x) {
 		return t.treeHash(x)
 	}
 	if x.IsLeaf() {
@@ -323,13 +321,21 @@ func (t *ratchetTree) treeHashExcluding(x NodeIndex, excl []LeafIndex) []byte {
 		c := *p
 		c.UnmergedLeaves = nil
 		for _, u := range p.UnmergedLeaves {
-			if !contains(excl, u) {
+			if _, found := slices.BinarySearch(excl, u); !found {
 				c.UnmergedLeaves = append(c.UnmergedLeaves, u)
 			}
 		}
 		p = &c
 	}
 	return t.suite.Hash(parentHashInputForTree(p, left, right))
+}
+
+// anyUnder reports whether a leaf of sorted lies in the subtree of x.
+func anyUnder(sorted []LeafIndex, x NodeIndex) bool {
+	span := NodeIndex(1)<<treemath.Level(x) - 1
+	lo, hi := (x - span).Leaf(), (x + span).Leaf()
+	i, _ := slices.BinarySearch(sorted, lo)
+	return i < len(sorted) && sorted[i] <= hi
 }
 
 // parentHash is the hash of ParentHashInput for a parent whose key and own
@@ -373,9 +379,15 @@ func (t *ratchetTree) nodeParentHash(x NodeIndex) []byte {
 	return nil
 }
 
+func sortedContains(sorted []LeafIndex, l LeafIndex) bool {
+	_, found := slices.BinarySearch(sorted, l)
+	return found
+}
+
 // verifyParentHashes checks that every non-blank parent node is
 // parent-hash valid: exactly one node below it links to it by parent hash
-// (RFC 9420 §7.9.2, checked top-down).
+// (RFC 9420 §7.9.2, checked top-down). It expects sorted unmerged leaves
+// (verifyStructure checks that).
 func (t *ratchetTree) verifyParentHashes() error {
 	for i := 1; i < len(t.nodes); i += 2 {
 		x := NodeIndex(i)
@@ -407,17 +419,23 @@ func (t *ratchetTree) verifyParentHashes() error {
 // unmergedMatch checks that P's unmerged leaves under c are exactly the
 // resolution of c without d.
 func (t *ratchetTree) unmergedMatch(p *ParentNode, c NodeIndex, res []NodeIndex, d NodeIndex) bool {
-	var under []NodeIndex
+	under := 0
 	for _, u := range p.UnmergedLeaves {
 		if treemath.IsAncestor(c, u.Node()) {
-			under = append(under, u.Node())
+			under++
 		}
 	}
-	if len(under) != len(res)-1 {
+	if under != len(res)-1 {
 		return false
 	}
 	for _, r := range res {
-		if r != d && !contains(under, r) {
+		if r == d {
+			continue
+		}
+		if !r.IsLeaf() {
+			return false
+		}
+		if _, found := slices.BinarySearch(p.UnmergedLeaves, r.Leaf()); !found {
 			return false
 		}
 	}
@@ -449,7 +467,7 @@ func (t *ratchetTree) verifyStructure() error {
 				return fmt.Errorf("%w: node %d lists leaf %d as unmerged, which is blank or not below it", ErrInvalidTree, x, u)
 			}
 			for y := treemath.Parent(u.Node()); y != x; y = treemath.Parent(y) {
-				if q := t.nodes[y].parent; q != nil && !contains(q.UnmergedLeaves, u) {
+				if q := t.nodes[y].parent; q != nil && !sortedContains(q.UnmergedLeaves, u) {
 					return fmt.Errorf("%w: leaf %d is unmerged at node %d but not at node %d below it", ErrInvalidTree, u, x, y)
 				}
 			}

@@ -146,3 +146,23 @@ func TestTreeExtendTruncate(t *testing.T) {
 		t.Fatalf("re-added at %d, want the blank leaf 1", got)
 	}
 }
+
+func TestAddLeafKeepsUnmergedSorted(t *testing.T) {
+	s := suiteOrSkip(t, 1)
+	leaf := func(b byte) *LeafNode { return &LeafNode{EncryptionKey: []byte{b}, Source: LeafNodeSourceUpdate} }
+	tree := newRatchetTree(s, leaf(0))
+	for i := 1; i < 4; i++ {
+		tree.addLeaf(leaf(byte(i)))
+	}
+	tree.setNode(3, treeNode{parent: &ParentNode{EncryptionKey: []byte{9}, UnmergedLeaves: []LeafIndex{3}}})
+	tree.setLeaf(1, nil)
+	if got := tree.addLeaf(leaf(7)); got != 1 {
+		t.Fatalf("added at %d, want the blank leaf 1", got)
+	}
+	if got := fmt.Sprint(tree.nodes[3].parent.UnmergedLeaves); got != "[1 3]" {
+		t.Fatalf("unmerged leaves %s, want [1 3]", got)
+	}
+	if err := tree.verifyStructure(); err != nil {
+		t.Fatal(err)
+	}
+}
