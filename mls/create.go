@@ -132,8 +132,7 @@ func NewGroup(suite CipherSuite, groupID []byte, signer cipher.Signer, cred Cred
 	return g, nil
 }
 
-// frame builds, signs and protects content from this member in the current
-// epoch.
+// frame builds and signs content from this member in the current epoch.
 func (g *Group) frame(fc FramedContent, wf WireFormat) (*AuthenticatedContent, error) {
 	fc.GroupID = g.ctx.GroupID
 	fc.Epoch = g.ctx.Epoch
@@ -149,6 +148,9 @@ func (g *Group) frame(fc FramedContent, wf WireFormat) (*AuthenticatedContent, e
 
 // protect wraps a signed (and, for commits, confirmed) content for the wire.
 func (g *Group) protect(ac *AuthenticatedContent, padding int) (*MLSMessage, error) {
+	if padding < 0 || padding > MaxDataSize || len(ac.Content.AuthenticatedData) > MaxDataSize {
+		return nil, fmt.Errorf("mls: padding of %d or authenticated data of %d bytes out of range", padding, len(ac.Content.AuthenticatedData))
+	}
 	m := &MLSMessage{Version: MLS10, WireFormat: ac.WireFormat}
 	var err error
 	if ac.WireFormat == WireFormatPublicMessage {
@@ -162,10 +164,6 @@ func (g *Group) protect(ac *AuthenticatedContent, padding int) (*MLSMessage, err
 	return m, nil
 }
 
-// ErrPendingProposals: application data may not be sent while proposals of
-// this epoch wait for a Commit (RFC 9420 §12.4).
-var ErrPendingProposals = fmt.Errorf("mls: proposals are pending; commit them before sending application data")
-
 // Encrypt protects application data as a PrivateMessage from this member,
 // with padding zero bytes of padding (RFC 9420 §6.3, §15.1).
 func (g *Group) Encrypt(data, authenticatedData []byte, padding int) (*MLSMessage, error) {
@@ -174,6 +172,9 @@ func (g *Group) Encrypt(data, authenticatedData []byte, padding int) (*MLSMessag
 	}
 	if len(g.proposals) > 0 {
 		return nil, ErrPendingProposals
+	}
+	if len(data) > MaxDataSize {
+		return nil, fmt.Errorf("mls: application data of %d bytes exceeds %d", len(data), MaxDataSize)
 	}
 	ac, err := g.frame(FramedContent{AuthenticatedData: authenticatedData, ContentType: ContentTypeApplication, ApplicationData: data}, WireFormatPrivateMessage)
 	if err != nil {

@@ -42,4 +42,10 @@ var (
 	// ErrUnsupported: a version, cipher suite, credential or extension this
 	// client does not support.
 	ErrUnsupported = errors.New("mls: unsupported")
+	// ErrOwnCommit: a Commit this member sent came back; it takes effect
+	// through MergePendingCommit, not by processing.
+	ErrOwnCommit = errors.New("mls: own commit received")
+	// ErrPendingProposals: application data may not be sent while proposals
+	// of this epoch wait for a Commit (RFC 9420 §12.4).
+	ErrPendingProposals = errors.New("mls: proposals are pending; commit them before sending application data")
 )

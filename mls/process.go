@@ -2,7 +2,6 @@ package mls
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 
 	"github.com/quicproquo/qpq/mls/cipher"
@@ -37,14 +36,12 @@ type CommitResult struct {
 	ReInit *ReInitProposal
 }
 
-// ErrOwnCommit: a Commit this member sent itself came back; it is applied
-// through the pending commit, not by processing.
-var ErrOwnCommit = errors.New("mls: own commit received")
-
 // Process handles an incoming PublicMessage or PrivateMessage of this
 // group: application data is decrypted and returned, proposals are cached
 // for the Commit that will name them, and a Commit moves the group to its
-// next epoch. On any error the group is unchanged.
+// next epoch. On any error the group stays in its epoch with its state
+// unchanged, except that a PrivateMessage's key is spent once its sender's
+// signature verified (and skipped generations' keys may be kept).
 func (g *Group) Process(m *MLSMessage) (*Received, error) {
 	if err := g.usable(); err != nil {
 		return nil, err
