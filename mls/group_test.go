@@ -393,3 +393,19 @@ func TestExternalJoin(t *testing.T) {
 		})
 	}
 }
+
+func TestPrintingRedactsSecrets(t *testing.T) {
+	const suite = cipher.X25519_AES128GCM_SHA256_Ed25519
+	alice := newClient(t, suite, "alice")
+	g, err := NewGroup(suite, randomID(t), alice.signer, alice.cred, LeafOptions{}, nil, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp := alice.keyPackage(t, suite)
+	out := fmt.Sprintf("%v %+v %v %+v %v %v %+v %v", g, g, kp, kp, g.secrets, *g.priv, *kp, *g.secretTree)
+	for _, secret := range [][]byte{g.secrets.init, g.secrets.encryption, kp.InitPriv, kp.EncryptionPriv, g.priv.keys[0].priv} {
+		if bytes.Contains([]byte(out), []byte(fmt.Sprint(secret))) || bytes.Contains([]byte(out), []byte(fmt.Sprintf("%x", secret))) {
+			t.Fatalf("printed state shows a secret: %s", out)
+		}
+	}
+}
