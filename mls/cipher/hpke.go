@@ -11,6 +11,9 @@ type stdHPKE struct {
 	kem  hpke.KEM
 	kdf  hpke.KDF
 	aead hpke.AEAD
+	// scalarSize is Nsk for the NIST curves, whose private keys are read
+	// with padScalar; 0 for X25519.
+	scalarSize int
 }
 
 var _ hpkeScheme = stdHPKE{}
@@ -40,6 +43,9 @@ func keyPair(k hpke.PrivateKey) ([]byte, []byte, error) {
 }
 
 func (h stdHPKE) private(priv []byte) (hpke.PrivateKey, error) {
+	if h.scalarSize > 0 {
+		priv = padScalar(priv, h.scalarSize)
+	}
 	k, err := h.kem.NewPrivateKey(priv)
 	if err != nil {
 		return nil, fmt.Errorf("%w: HPKE private key: %v", ErrKey, err)
