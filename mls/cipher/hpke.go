@@ -76,7 +76,9 @@ func (h stdHPKE) seal(pub, info, pt []byte) ([]byte, []byte, error) {
 	}
 	enc, s, err := hpke.NewSender(pk, h.kdf, h.aead, info)
 	if err != nil {
-		return nil, nil, err
+		// Encapsulation fails only for a public key the DH rejects (an
+		// X25519 low-order point).
+		return nil, nil, fmt.Errorf("%w: HPKE public key: %v", ErrKey, err)
 	}
 	ct, err := s.Seal(nil, pt)
 	if err != nil {
@@ -108,7 +110,9 @@ func (h stdHPKE) exportSender(pub, info, ctx []byte, n int) ([]byte, []byte, err
 	}
 	enc, s, err := hpke.NewSender(pk, h.kdf, h.aead, info)
 	if err != nil {
-		return nil, nil, err
+		// Encapsulation fails only for a public key the DH rejects (an
+		// X25519 low-order point).
+		return nil, nil, fmt.Errorf("%w: HPKE public key: %v", ErrKey, err)
 	}
 	secret, err := s.Export(string(ctx), n)
 	if err != nil {
