@@ -220,6 +220,14 @@ func (g *Group) processCommit(ac *AuthenticatedContent) (*epochState, *CommitRes
 
 	t := a.tree
 	next := &epochState{tree: t, priv: g.priv.clone()}
+	if mine := t.leaf(g.priv.leaf); mine != nil {
+		// An Update of ours that the Commit applied: take its key.
+		for _, k := range g.pendingUpdates {
+			if bytes.Equal(k.pub, mine.EncryptionKey) {
+				next.priv.keys[g.priv.leaf.Node()] = nodeKey{priv: clone(k.priv), pub: clone(k.pub)}
+			}
+		}
+	}
 	ctx := GroupContext{
 		Version: g.ctx.Version, CipherSuite: g.ctx.CipherSuite, GroupID: g.ctx.GroupID,
 		Epoch: g.ctx.Epoch + 1, ConfirmedTranscriptHash: g.ctx.ConfirmedTranscriptHash, Extensions: a.extensions,

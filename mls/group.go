@@ -99,9 +99,10 @@ type Group struct {
 	signer cipher.Signer
 
 	epochState
-	proposals  []cachedProposal
-	resumption []resumptionPSK // newest last
-	reinit     *ReInitProposal // set once a ReInit has been committed
+	proposals      []cachedProposal
+	pendingUpdates []nodeKey       // leaf keys of this member's Update proposals this epoch
+	resumption     []resumptionPSK // newest last
+	reinit         *ReInitProposal // set once a ReInit has been committed
 }
 
 type resumptionPSK struct {

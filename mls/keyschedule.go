@@ -60,7 +60,13 @@ func welcomeAndEpoch(s cipher.Suite, joiner, pskSecret, groupContext []byte) (we
 	welcome = deriveSecret(s, member, "welcome")
 	epoch := expand(s, member, "epoch", groupContext, s.Nh())
 	defer wipe(epoch)
-	e = epochSecrets{
+	return welcome, deriveEpochSecrets(s, epoch)
+}
+
+// deriveEpochSecrets derives every secret of an epoch from its
+// epoch_secret.
+func deriveEpochSecrets(s cipher.Suite, epoch []byte) epochSecrets {
+	return epochSecrets{
 		senderData:    deriveSecret(s, epoch, "sender data"),
 		encryption:    deriveSecret(s, epoch, "encryption"),
 		exporter:      deriveSecret(s, epoch, "exporter"),
@@ -71,7 +77,6 @@ func welcomeAndEpoch(s cipher.Suite, joiner, pskSecret, groupContext []byte) (we
 		authenticator: deriveSecret(s, epoch, "authentication"),
 		init:          deriveSecret(s, epoch, "init"),
 	}
-	return welcome, e
 }
 
 // welcomeKeyNonce derives the key and nonce that encrypt a Welcome's

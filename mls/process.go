@@ -193,5 +193,9 @@ func (g *Group) advance(next *epochState) {
 	g.secretTree.wipeAll()
 	g.epochState = *next
 	g.proposals = nil
+	for _, k := range g.pendingUpdates {
+		wipe(k.priv)
+	}
+	g.pendingUpdates = nil
 	g.rememberResumption()
 }
