@@ -11,6 +11,9 @@ type stdHPKE struct {
 	kem  hpke.KEM
 	kdf  hpke.KDF
 	aead hpke.AEAD
+	// scalarSize is Nsk for the NIST curves, whose private keys are read
+	// with padScalar; 0 for X25519.
+	scalarSize int
 }
 
 var _ hpkeScheme = stdHPKE{}
@@ -40,6 +43,9 @@ func keyPair(k hpke.PrivateKey) ([]byte, []byte, error) {
 }
 
 func (h stdHPKE) private(priv []byte) (hpke.PrivateKey, error) {
+	if h.scalarSize > 0 {
+		priv = padScalar(priv, h.scalarSize)
+	}
 	k, err := h.kem.NewPrivateKey(priv)
 	if err != nil {
 		return nil, fmt.Errorf("%w: HPKE private key: %v", ErrKey, err)
@@ -70,7 +76,9 @@ func (h stdHPKE) seal(pub, info, pt []byte) ([]byte, []byte, error) {
 	}
 	enc, s, err := hpke.NewSender(pk, h.kdf, h.aead, info)
 	if err != nil {
-		return nil, nil, err
+		// Encapsulation fails only for a public key the DH rejects (an
+		// X25519 low-order point).
+		return nil, nil, fmt.Errorf("%w: HPKE public key: %v", ErrKey, err)
 	}
 	ct, err := s.Seal(nil, pt)
 	if err != nil {
@@ -102,7 +110,9 @@ func (h stdHPKE) exportSender(pub, info, ctx []byte, n int) ([]byte, []byte, err
 	}
 	enc, s, err := hpke.NewSender(pk, h.kdf, h.aead, info)
 	if err != nil {
-		return nil, nil, err
+		// Encapsulation fails only for a public key the DH rejects (an
+		// X25519 low-order point).
+		return nil, nil, fmt.Errorf("%w: HPKE public key: %v", ErrKey, err)
 	}
 	secret, err := s.Export(string(ctx), n)
 	if err != nil {

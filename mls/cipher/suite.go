@@ -11,7 +11,15 @@
 // Key encodings are those of the MLS test vectors: HPKE public keys as
 // SerializePublicKey, HPKE private keys as SerializePrivateKey, Ed25519 and
 // Ed448 keys in their RFC 8032 forms, ECDSA public keys uncompressed and
-// private keys as big-endian scalars.
+// private keys as big-endian scalars. NIST-curve private keys shorter than
+// their fixed length are read left-padded (some implementations, and the
+// P-521 vectors, write them minimally); they are always written in full.
+// ECDSA signatures are DER, as in TLS 1.3.
+//
+// All seven suites of RFC 9420 §17.1 are registered. X25519, the NIST
+// curves, AES-GCM, SHA-2, HKDF and Ed25519 come from the standard library;
+// X448 HPKE, Ed448 and the bare ChaCha20-Poly1305 AEAD (which the standard
+// library keeps internal) from github.com/cloudflare/circl.
 package cipher
 
 import (
