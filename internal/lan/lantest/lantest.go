@@ -35,6 +35,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -387,4 +388,15 @@ func (b *syncBuffer) String() string {
 func VerifyNoLeaks(tb testing.TB) {
 	opt := goleak.IgnoreCurrent()
 	tb.Cleanup(func() { goleak.VerifyNone(tb, opt) })
+}
+
+// Percentiles returns the p50 and p99 of ds (which it sorts), for
+// benchmarks that report latency distributions.
+func Percentiles(ds []time.Duration) (p50, p99 time.Duration) {
+	if len(ds) == 0 {
+		return 0, 0
+	}
+	slices.Sort(ds)
+	at := func(q float64) time.Duration { return ds[min(len(ds)-1, int(q*float64(len(ds))))] }
+	return at(0.50), at(0.99)
 }
