@@ -83,7 +83,7 @@ type Host struct {
 	h      host.Host
 	self   ed25519.PublicKey
 	log    *slog.Logger
-	rpcLog *slog.Logger
+	rpcLog rpc.Logger
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine the Host starts
@@ -173,7 +173,7 @@ func New(cfg Config) (*Host, error) {
 		h:       h,
 		self:    self,
 		log:     log.With("component", "p2p", "self", h.ID().ShortString()),
-		rpcLog:  log.With("component", "p2p-rpc"),
+		rpcLog:  capnpLogger{log.With("component", "p2p-rpc")},
 		ctx:     ctx,
 		cancel:  cancel,
 		clients: make(map[peer.ID]*client),
@@ -372,12 +372,33 @@ func (h *Host) openClient(ctx context.Context, id peer.ID, c *client) {
 	h.mu.Unlock()
 }
 
-// streamCodec is capnp's stream framing with MaxRPCMessage as the read
-// limit (capnp's default is far larger).
+// capnpLogger reports capnp-go's messages at debug level. They are about
+// RPC connections ending or breaking ("remote abort: connection closed"),
+// routine on a P2P link where peers come and go; calls' own errors reach
+// their callers.
+type capnpLogger struct{ l *slog.Logger }
+
+func (c capnpLogger) Debug(msg string, args ...any) { c.l.Debug(msg, args...) }
+func (c capnpLogger) Info(msg string, args ...any)  { c.l.Debug(msg, args...) }
+func (c capnpLogger) Warn(msg string, args ...any)  { c.l.Debug(msg, args...) }
+func (c capnpLogger) Error(msg string, args ...any) { c.l.Debug(msg, args...) }
+
+// streamCodec is capnp's standard stream framing, with MaxRPCMessage as
+// the read limit (capnp's default is far larger) and each message written
+// in one Write: capnp's Encoder writes header and segments separately,
+// which QUIC may send as separate packets.
 type streamCodec struct {
 	*capnp.Decoder
-	*capnp.Encoder
 	s network.Stream
+}
+
+func (c streamCodec) Encode(m *capnp.Message) error {
+	b, err := m.Marshal()
+	if err != nil {
+		return err
+	}
+	_, err = c.s.Write(b)
+	return err
 }
 
 func (c streamCodec) Close() error {
@@ -390,5 +411,5 @@ func (c streamCodec) Close() error {
 func newTransport(s network.Stream) rpc.Transport {
 	d := capnp.NewDecoder(s)
 	d.MaxMessageSize = MaxRPCMessage
-	return rpc.NewTransport(streamCodec{Decoder: d, Encoder: capnp.NewEncoder(s), s: s})
+	return rpc.NewTransport(streamCodec{Decoder: d, s: s})
 }

@@ -214,16 +214,18 @@ func (b *addrBook) reserveLoop(ctx context.Context, r peer.AddrInfo) {
 		lost := make(chan bool, 1)
 		wctx, stop := context.WithCancel(ctx)
 		go func() { lost <- b.waitState(wctx, r.ID, func(st LinkState) bool { return st != LinkDirect }) }()
+		var isLost bool
 		select {
 		case <-refresh.C:
-		case isLost := <-lost:
-			if isLost {
-				b.setCircuits(r.ID, nil)
-			}
+			stop()
+			isLost = <-lost
+		case isLost = <-lost:
+			stop()
 		}
 		refresh.Stop()
-		stop()
-		<-lost
+		if isLost {
+			b.setCircuits(r.ID, nil)
+		}
 		if ctx.Err() != nil {
 			return
 		}
