@@ -102,6 +102,7 @@ type Host struct {
 type client struct {
 	id    peer.ID
 	ready chan struct{} // closed when conn/ns or err is set
+	link  network.Conn  // the libp2p connection its stream is on
 	conn  *rpc.Conn
 	ns    schema.NodeService
 	err   error
@@ -303,7 +304,7 @@ func (h *Host) trackLocked(conn *rpc.Conn, c *client) {
 // calls until it breaks. The caller must Release the returned client,
 // and, with capnp-go, read each call's results before releasing the call.
 func (h *Host) NodeService(ctx context.Context, id peer.ID) (schema.NodeService, error) {
-	for {
+	for attempt := 0; attempt < 3; attempt++ {
 		h.mu.Lock()
 		if h.closed {
 			h.mu.Unlock()
@@ -326,19 +327,38 @@ func (h *Host) NodeService(ctx context.Context, id peer.ID) (schema.NodeService,
 		if c.err != nil {
 			return schema.NodeService{}, c.err
 		}
-		select {
-		case <-c.conn.Done():
-			// Broken since; its watcher drops it from the cache.
+		if h.stale(c, attempt == 0) {
+			// Its connection is gone, or a relayed one a direct one
+			// replaces: open a fresh one; the old one serves the calls
+			// in flight on it until it ends.
 			h.mu.Lock()
 			if h.clients[id] == c {
 				delete(h.clients, id)
 			}
 			h.mu.Unlock()
 			continue
-		default:
 		}
 		return c.ns.AddRef(), nil
 	}
+	return schema.NodeService{}, fmt.Errorf("p2p: RPC to %s: its connections keep closing", id.ShortString())
+}
+
+// stale reports whether the cached client c should not take new calls:
+// it is broken, or (if upgrade) relayed while a direct connection is up.
+func (h *Host) stale(c *client, upgrade bool) bool {
+	select {
+	case <-c.conn.Done():
+		return true
+	default:
+	}
+	if c.link.IsClosed() {
+		return true
+	}
+	if upgrade && isRelayed(c.link) {
+		st, _ := h.links.current(c.id)
+		return st == LinkDirect
+	}
+	return false
 }
 
 // openClient opens the RPC connection of c and marks it ready.
@@ -366,6 +386,7 @@ func (h *Host) openClient(ctx context.Context, id peer.ID, c *client) {
 		fail(ErrClosed)
 		return
 	}
+	c.link = s.Conn()
 	c.conn = conn
 	c.ns = schema.NodeService(conn.Bootstrap(h.ctx))
 	h.trackLocked(conn, c)

@@ -186,3 +186,37 @@ func mustPeerID(t *testing.T, k ed25519.PublicKey) peer.ID {
 	}
 	return id
 }
+
+// A link whose peer goes away is reported down; the peer, back at the
+// same address with the same identity, is redialed and reported direct.
+func TestLinkDownAndRedialLoopback(t *testing.T) {
+	leakCheck(t)
+	a := newTestNode(t, "alice", nil)
+	b := newTestNode(t, "bob", nil)
+	info := b.host.AddrInfo()
+	a.host.AddPeer(info)
+	a.waitLink(t, b.host.ID(), p2p.LinkDirect, 10*time.Second)
+	if a.host.Link(b.host.ID()) != p2p.LinkDirect {
+		t.Fatal("Link() disagrees with the event")
+	}
+
+	b.host.Close()
+	a.waitLink(t, b.host.ID(), p2p.LinkDown, 10*time.Second)
+
+	// Same key, same port.
+	b2, err := p2p.New(p2p.Config{Identity: b.priv, ListenAddrs: info.Addrs, Service: b.svc.Client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	a.waitLink(t, b.host.ID(), p2p.LinkDirect, 10*time.Second)
+
+	a.host.RemovePeer(b.host.ID())
+	a.host.AddPeer(a.host.AddrInfo()) // itself: ignored
+	if err := a.host.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.host.NodeService(context.Background(), b.host.ID()); err != p2p.ErrClosed {
+		t.Fatalf("NodeService after Close: %v", err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -143,8 +144,13 @@ func TestLANRelayedThenDirect(t *testing.T) {
 	if !strings.Contains(ev.Addr, "/p2p-circuit") || !strings.Contains(ev.Addr, home.Peer) {
 		t.Errorf("relayed link on %s, want a circuit through %s", ev.Addr, home.Peer)
 	}
-	if kp := a.fetchKP(t, b.Peer); kp != "kp-1" {
-		t.Fatalf("fetchKeyPackage over the relay = %q", kp)
+	var kp string
+	if err := a.Do(ctx, "fetch_kp", peerArgs{Peer: b.Peer}, &kp); err != nil || kp != "kp-1" {
+		for _, n := range l.Nodes {
+			out, _ := exec.Command("ip", "-n", n.NS, "rule", "list").CombinedOutput()
+			t.Logf("%s rules:\n%s", n.NS, out)
+		}
+		t.Fatalf("fetchKeyPackage over the relay = %q, %v", kp, err)
 	}
 
 	if err := l.Unblock(ctx, 1, 2); err != nil {

@@ -10,6 +10,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -99,11 +100,12 @@ type linkManager struct {
 
 	kick chan struct{} // buffered(1): some peer's connections changed
 
-	mu      sync.Mutex // guards the fields below
-	dirty   map[peer.ID]bool
-	states  map[peer.ID]LinkState // last reported
-	wanted  map[peer.ID]*wantedPeer
-	changed chan struct{} // closed and replaced on every reported change
+	mu       sync.Mutex // guards the fields below
+	dirty    map[peer.ID]bool
+	states   map[peer.ID]LinkState // last reported
+	wanted   map[peer.ID]*wantedPeer
+	retiring map[peer.ID]bool // relayed connections scheduled to close
+	changed  chan struct{}    // closed and replaced on every reported change
 }
 
 type wantedPeer struct {
@@ -115,13 +117,14 @@ type wantedPeer struct {
 
 func newLinkManager(h *Host) *linkManager {
 	lm := &linkManager{
-		h:       h,
-		cfg:     h.cfg.Link,
-		kick:    make(chan struct{}, 1),
-		dirty:   make(map[peer.ID]bool),
-		states:  make(map[peer.ID]LinkState),
-		wanted:  make(map[peer.ID]*wantedPeer),
-		changed: make(chan struct{}),
+		h:        h,
+		cfg:      h.cfg.Link,
+		kick:     make(chan struct{}, 1),
+		dirty:    make(map[peer.ID]bool),
+		states:   make(map[peer.ID]LinkState),
+		wanted:   make(map[peer.ID]*wantedPeer),
+		retiring: make(map[peer.ID]bool),
+		changed:  make(chan struct{}),
 	}
 	// Notifications run on swarm goroutines and must not block: they
 	// only mark the peer for the event loop.
@@ -180,7 +183,7 @@ func (lm *linkManager) eventLoop() {
 		for p := range dirty {
 			st, conn := lm.current(p)
 			if st == LinkDirect {
-				lm.closeRelayed(p)
+				lm.retireRelayed(p)
 			}
 			lm.mu.Lock()
 			prev, known := lm.states[p]
@@ -218,13 +221,44 @@ func (lm *linkManager) eventLoop() {
 	}
 }
 
-func (lm *linkManager) closeRelayed(p peer.ID) {
-	for _, c := range lm.h.h.Network().ConnsToPeer(p) {
-		if isRelayed(c) {
-			lm.h.log.Debug("closing relayed connection, a direct one is up", "peer", p.ShortString())
-			c.Close()
-		}
+// relayedGrace is how long a relayed connection outlives the direct one
+// that replaces it, so that calls in flight on it can finish; new RPC
+// goes over the direct connection at once (Host.NodeService).
+const relayedGrace = 5 * time.Second
+
+// retireRelayed closes p's relayed connections after relayedGrace, if p
+// still has a direct one then.
+func (lm *linkManager) retireRelayed(p peer.ID) {
+	lm.mu.Lock()
+	if lm.retiring[p] || !slices.ContainsFunc(lm.h.h.Network().ConnsToPeer(p), isRelayed) {
+		lm.mu.Unlock()
+		return
 	}
+	lm.retiring[p] = true
+	lm.mu.Unlock()
+	lm.h.goroutine(func() {
+		defer func() {
+			lm.mu.Lock()
+			delete(lm.retiring, p)
+			lm.mu.Unlock()
+		}()
+		t := time.NewTimer(relayedGrace)
+		defer t.Stop()
+		select {
+		case <-lm.h.ctx.Done():
+			return
+		case <-t.C:
+		}
+		if st, _ := lm.current(p); st != LinkDirect {
+			return
+		}
+		for _, c := range lm.h.h.Network().ConnsToPeer(p) {
+			if isRelayed(c) {
+				lm.h.log.Debug("closing relayed connection, a direct one is up", "peer", p.ShortString())
+				c.Close()
+			}
+		}
+	})
 }
 
 // stateChanged returns a channel closed at the next reported change of
@@ -318,7 +352,7 @@ func (lm *linkManager) keepUp(ctx context.Context, wp *wantedPeer) {
 			}
 			if err := lm.dial(ctx, wp, true); err == nil {
 				direct = lm.cfg.DirectRetryMin
-				lm.closeRelayed(wp.id)
+				lm.retireRelayed(wp.id)
 				continue
 			}
 			direct = min(2*direct, lm.cfg.DirectRetryMax)
