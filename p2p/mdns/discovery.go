@@ -41,7 +41,7 @@ type Config struct {
 	// with an IPv4 address.
 	Interfaces []string
 	// BrowseMin and BrowseMax bound the backoff between queries after the
-	// immediate first one (defaults 1 s and 60 s).
+	// immediate first one (defaults 1 s and 30 s).
 	BrowseMin, BrowseMax time.Duration
 	// ExpireAfter drops a peer not heard from for this long (default
 	// 3×BrowseMax + 10 s: three missed answers).
@@ -140,7 +140,7 @@ func Start(cfg Config) (*Discovery, error) {
 		cfg.BrowseMin = time.Second
 	}
 	if cfg.BrowseMax <= 0 {
-		cfg.BrowseMax = time.Minute
+		cfg.BrowseMax = 30 * time.Second
 	}
 	cfg.BrowseMax = max(cfg.BrowseMax, cfg.BrowseMin)
 	if cfg.ExpireAfter <= 0 {
