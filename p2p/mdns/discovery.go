@@ -129,6 +129,11 @@ func Start(cfg Config) (*Discovery, error) {
 	if cfg.Username == "" || len(cfg.Username) > MaxValue || len(cfg.Server) > MaxValue || len(cfg.Domain) > MaxValue {
 		return nil, fmt.Errorf("mdns: Config.Username must be 1 to %d bytes, Server and Domain at most that", MaxValue)
 	}
+	if cfg.Server != "" {
+		if _, _, err := net.SplitHostPort(cfg.Server); err != nil || cfg.Domain == "" {
+			return nil, fmt.Errorf("mdns: Config.Server %q must be host:port, with a Domain", cfg.Server)
+		}
+	}
 	if cfg.Port <= 0 || cfg.Port > 65535 {
 		return nil, fmt.Errorf("mdns: Config.Port %d is not a port", cfg.Port)
 	}

@@ -6,12 +6,17 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log"
 	"log/slog"
+	"net"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	hmdns "github.com/hashicorp/mdns"
 	"github.com/quicproquo/qpq/internal/lan"
 	"github.com/quicproquo/qpq/internal/lan/lantest"
 	"github.com/quicproquo/qpq/p2p"
@@ -91,6 +96,8 @@ func discoveryChild() lantest.Handler {
 				return nil, err
 			}
 			return startReply{Peer: id.String(), StartNS: start}, nil
+		case "hquery":
+			return hashicorpQuery(ctx)
 		case "stop":
 			stop()
 			return nil, nil
@@ -100,6 +107,34 @@ func discoveryChild() lantest.Handler {
 		}
 		return nil, fmt.Errorf("unknown op %q", op)
 	}
+}
+
+type queryEntry struct {
+	Name string   `json:"name"`
+	Addr string   `json:"addr"`
+	Port int      `json:"port"`
+	TXT  []string `json:"txt"`
+}
+
+// hashicorpQuery browses with hashicorp/mdns's client, a querier this
+// package does not control (it asks from an ephemeral port, so answers
+// come by unicast).
+func hashicorpQuery(ctx context.Context) ([]queryEntry, error) {
+	ifi, err := net.InterfaceByName(lan.Iface)
+	if err != nil {
+		return nil, err
+	}
+	ch := make(chan *hmdns.ServiceEntry, 16)
+	err = hmdns.QueryContext(ctx, &hmdns.QueryParam{
+		Service: mdns.Service, Domain: "local", Timeout: 500 * time.Millisecond,
+		Interface: ifi, Entries: ch, DisableIPv6: true, Logger: log.New(io.Discard, "", 0),
+	})
+	close(ch)
+	var out []queryEntry
+	for e := range ch {
+		out = append(out, queryEntry{Name: e.Name, Addr: e.AddrV4.String(), Port: e.Port, TXT: e.InfoFields})
+	}
+	return out, err
 }
 
 func waitPeer(c *lantest.Child, kind, peerID string, within time.Duration) peerEvent {
@@ -135,6 +170,22 @@ func TestLANDiscoveryThreeNodes(t *testing.T) {
 			if ev.User != fmt.Sprintf("user%d", j) || !slices.Equal(ev.Addrs, []string{want}) {
 				t.Errorf("node %d saw node %d as %+v, want user%d at %s", i, j, ev, j, want)
 			}
+		}
+	}
+
+	// A standard querier (hashicorp/mdns's client) finds the others too,
+	// with the TXT of DESIGN.md.
+	var entries []queryEntry
+	kids[0].Call("hquery", nil, &entries)
+	for j := 1; j < 3; j++ {
+		i := slices.IndexFunc(entries, func(e queryEntry) bool { return e.Addr == l.Nodes[j].Addr.String() })
+		if i < 0 {
+			t.Fatalf("hashicorp/mdns query did not find node %d: %+v", j, entries)
+		}
+		e := entries[i]
+		if e.Port != 4000+j || !slices.Contains(e.TXT, "ver=1") || !slices.Contains(e.TXT, "peer="+ids[j]) ||
+			!slices.Contains(e.TXT, fmt.Sprintf("user=user%d", j)) || !strings.HasPrefix(e.Name, fmt.Sprintf("user%d.", j)) {
+			t.Errorf("node %d answered %+v", j, e)
 		}
 	}
 
