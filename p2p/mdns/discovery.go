@@ -570,6 +570,7 @@ func (d *Discovery) saw(pr Peer, ifName string, now time.Time) {
 	before := k.Peer
 	k.seen[ifName] = seenOn{addrs: pr.Addrs, at: now}
 	pr.Addrs = k.mergedAddrs()
+	pr.LastSeen = now
 	k.Peer = pr
 	d.mu.Unlock()
 	switch {
@@ -654,6 +655,12 @@ func (d *Discovery) settle(id peer.ID, k *known) {
 		return
 	}
 	k.Addrs = k.mergedAddrs()
+	k.LastSeen = time.Time{}
+	for _, s := range k.seen {
+		if s.at.After(k.LastSeen) {
+			k.LastSeen = s.at
+		}
+	}
 	after := k.Peer
 	d.mu.Unlock()
 	if !samePeer(before, after) {

@@ -96,6 +96,14 @@ func discoveryChild() lantest.Handler {
 				return nil, err
 			}
 			return startReply{Peer: id.String(), StartNS: start}, nil
+		case "peers":
+			var out []peerEvent
+			if d != nil {
+				for _, p := range d.Peers() {
+					out = append(out, peerEvent{Kind: "known", Peer: p.ID.String(), User: p.Username, AtNS: p.LastSeen.UnixNano()})
+				}
+			}
+			return out, nil
 		case "hquery":
 			return hashicorpQuery(ctx)
 		case "stop":
@@ -171,6 +179,13 @@ func TestLANDiscoveryThreeNodes(t *testing.T) {
 				t.Errorf("node %d saw node %d as %+v, want user%d at %s", i, j, ev, j, want)
 			}
 		}
+	}
+
+	// The table has both, with when they were last heard.
+	var table []peerEvent
+	kids[0].Call("peers", nil, &table)
+	if len(table) != 2 || table[0].Peer != ids[1] || table[1].Peer != ids[2] || table[0].AtNS == 0 || table[1].AtNS == 0 {
+		t.Errorf("node 0's peer table: %+v", table)
 	}
 
 	// A standard querier (hashicorp/mdns's client) finds the others too,

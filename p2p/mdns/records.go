@@ -9,6 +9,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	hmdns "github.com/hashicorp/mdns"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -52,6 +53,8 @@ type Peer struct {
 	// Server and Domain are set when the node serves NodeService to
 	// clients over QUIC (a home server).
 	Server, Domain string
+	// LastSeen is when a record of it last arrived, on any interface.
+	LastSeen time.Time
 }
 
 // AddrInfo returns the peer's libp2p address info, for p2p.Host.AddPeer.

@@ -283,8 +283,8 @@ func (s *Store) Ack(upTo uint64) error {
 		count, size := getU64(meta, keyInboxCount), getU64(meta, keyInboxBytes)
 		c := in.Cursor()
 		for k, v := c.First(); k != nil && binary.BigEndian.Uint64(k) <= upTo; k, v = c.First() {
-			count--
-			size -= uint64(len(v))
+			count -= min(count, 1)
+			size -= min(size, uint64(len(v)))
 			if err := c.Delete(); err != nil {
 				return err
 			}
