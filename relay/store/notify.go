@@ -6,7 +6,7 @@ import "sync"
 // waiter owns a channel with room for one value; a notification that
 // finds it full is dropped, since one pending wake-up is as good as many.
 type hub struct {
-	mu      sync.Mutex                          // guards waiters
+	mu      sync.Mutex                      // guards waiters
 	waiters map[string]map[*waiter]struct{} // by queue id
 }
 
