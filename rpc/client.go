@@ -5,10 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"sync"
 	"time"
 
 	"capnproto.org/go/capnp/v3/exc"
+	"github.com/quic-go/quic-go"
 
 	"github.com/quicproquo/qpq/rpc/errcode"
 	"github.com/quicproquo/qpq/rpc/pake"
@@ -81,10 +84,26 @@ func callError(ctx context.Context, method string, err error) error {
 	switch {
 	case ctx.Err() != nil:
 		return fmt.Errorf("rpc: %s: %w", method, ctx.Err())
-	case exc.TypeOf(err) == exc.Disconnected:
+	case isDisconnect(err):
 		return fmt.Errorf("rpc: %s: %w (%v)", method, ErrDisconnected, err)
 	}
 	return fmt.Errorf("rpc: %s: %w", method, &errcode.Error{Code: errcode.Of(err), Message: errcode.Message(err)})
+}
+
+// isDisconnect reports whether a call failed because its connection or
+// stream ended, rather than with an answer from the server.
+func isDisconnect(err error) bool {
+	var (
+		appErr  *quic.ApplicationError
+		trErr   *quic.TransportError
+		idleErr *quic.IdleTimeoutError
+		resetEr *quic.StatelessResetError
+		strErr  *quic.StreamError
+	)
+	return exc.TypeOf(err) == exc.Disconnected ||
+		errors.As(err, &appErr) || errors.As(err, &trErr) || errors.As(err, &idleErr) ||
+		errors.As(err, &resetEr) || errors.As(err, &strErr) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe)
 }
 
 // Health returns the server's status text ("ok").

@@ -50,6 +50,7 @@ type Peer struct {
 // Listener accepts NodeService connections over QUIC.
 type Listener struct {
 	ql   *quic.Listener
+	tr   *quic.Transport
 	opts ListenOptions
 	log  *slog.Logger
 }
@@ -66,15 +67,27 @@ func Listen(addr string, cert tls.Certificate, opts ListenOptions) (*Listener, e
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	ql, err := quic.ListenAddr(addr, serverTLSConfig(cert), &quic.Config{
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("rpc: listen on %s: %w", addr, err)
+	}
+	udp, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return nil, fmt.Errorf("rpc: listen on %s: %w", addr, err)
+	}
+	// Our own Transport, so that closing the listener closes the socket and
+	// its goroutines at once rather than after the last connection drains.
+	tr := &quic.Transport{Conn: udp}
+	ql, err := tr.Listen(serverTLSConfig(cert), &quic.Config{
 		MaxIdleTimeout:        opts.IdleTimeout,
 		MaxIncomingStreams:    1, // the RPC stream
 		MaxIncomingUniStreams: -1,
 	})
 	if err != nil {
+		tr.Close()
 		return nil, fmt.Errorf("rpc: listen on %s: %w", addr, err)
 	}
-	return &Listener{ql: ql, opts: opts, log: opts.Logger}, nil
+	return &Listener{ql: ql, tr: tr, opts: opts, log: opts.Logger}, nil
 }
 
 // Addr returns the UDP address the listener is bound to.
@@ -85,8 +98,9 @@ func (l *Listener) Addr() net.Addr { return l.ql.Addr() }
 // the listener and every connection, waits for them, and returns nil when
 // ctx ends, or the accept error that stopped it.
 func (l *Listener) Serve(ctx context.Context, newService func(Peer) schema.NodeService_Server) error {
+	defer l.tr.Close() // runs last, once every connection has ended
 	var wg sync.WaitGroup
-	defer wg.Wait() // runs last: after cancel has ended every connection
+	defer wg.Wait() // after cancel has ended every connection
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { l.ql.Close() })
@@ -116,8 +130,15 @@ func (l *Listener) Serve(ctx context.Context, newService func(Peer) schema.NodeS
 	}
 }
 
-// Close stops the listener; Serve returns once its connections are closed.
-func (l *Listener) Close() error { return l.ql.Close() }
+// Close stops accepting; Serve then closes every connection and returns.
+// Close a Listener that was never served with Close too.
+func (l *Listener) Close() error {
+	err := l.ql.Close()
+	if cerr := l.tr.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
 
 func (l *Listener) serveConn(ctx context.Context, qc *quic.Conn, newService func(Peer) schema.NodeService_Server) {
 	peer := Peer{Addr: addrPort(qc.RemoteAddr())}
