@@ -51,6 +51,7 @@ type Peer struct {
 type Listener struct {
 	ql   *quic.Listener
 	tr   *quic.Transport
+	udp  *net.UDPConn // ours to close: a Transport does not close a socket it was given
 	opts ListenOptions
 	log  *slog.Logger
 }
@@ -85,9 +86,10 @@ func Listen(addr string, cert tls.Certificate, opts ListenOptions) (*Listener, e
 	})
 	if err != nil {
 		tr.Close()
+		udp.Close()
 		return nil, fmt.Errorf("rpc: listen on %s: %w", addr, err)
 	}
-	return &Listener{ql: ql, tr: tr, opts: opts, log: opts.Logger}, nil
+	return &Listener{ql: ql, tr: tr, udp: udp, opts: opts, log: opts.Logger}, nil
 }
 
 // Addr returns the UDP address the listener is bound to.
@@ -98,7 +100,7 @@ func (l *Listener) Addr() net.Addr { return l.ql.Addr() }
 // the listener and every connection, waits for them, and returns nil when
 // ctx ends, or the accept error that stopped it.
 func (l *Listener) Serve(ctx context.Context, newService func(Peer) schema.NodeService_Server) error {
-	defer l.tr.Close() // runs last, once every connection has ended
+	defer l.closeTransport() // runs last, once every connection has ended
 	var wg sync.WaitGroup
 	defer wg.Wait() // after cancel has ended every connection
 	ctx, cancel := context.WithCancel(ctx)
@@ -134,7 +136,15 @@ func (l *Listener) Serve(ctx context.Context, newService func(Peer) schema.NodeS
 // Close a Listener that was never served with Close too.
 func (l *Listener) Close() error {
 	err := l.ql.Close()
-	if cerr := l.tr.Close(); err == nil {
+	if cerr := l.closeTransport(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (l *Listener) closeTransport() error {
+	err := l.tr.Close()
+	if cerr := l.udp.Close(); err == nil && !errors.Is(cerr, net.ErrClosed) {
 		err = cerr
 	}
 	return err

@@ -282,6 +282,9 @@ func (s *Store) Wait(in Inbox) (<-chan struct{}, func()) {
 	return s.hub.subscribe(string(in.id()))
 }
 
+// Waiting returns how many Wait subscriptions are open.
+func (s *Store) Waiting() int { return s.hub.waiting() }
+
 // PutKeyPackage appends a key package to identity's queue.
 func (s *Store) PutKeyPackage(identity Key, pkg []byte) error {
 	id := keyPackageQueueID(identity)
