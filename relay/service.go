@@ -75,7 +75,7 @@ type Service struct {
 	addrKey string
 	waits   atomic.Int32
 
-	mu     sync.Mutex                     // guards logins
+	mu     sync.Mutex                    // guards logins
 	logins map[string]*auth.PendingLogin // by username; this connection's logins in progress
 }
 
