@@ -27,7 +27,7 @@ func newMetrics(reg prometheus.Registerer, queued func() float64) *metrics {
 			Name: "qpq_relay_fetched_messages_total", Help: "Messages drained from inboxes by fetch and fetchWait.",
 		}),
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "qpq_relay_logins_total", Help: "Finished OPAQUE logins, by result (ok, failed, denied).",
+			Name: "qpq_relay_logins_total", Help: "OPAQUE logins, by result: ok, failed (bad KE3 or expired), denied (wrong identity key), abandoned (never finished).",
 		}, []string{"result"}),
 		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "qpq_relay_rate_limited_total", Help: "Calls refused by a rate limit, by limit.",

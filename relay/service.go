@@ -94,6 +94,7 @@ func (s *Service) Shutdown() {
 	s.mu.Lock()
 	for name, p := range s.logins {
 		p.Abandon()
+		s.r.m.logins.WithLabelValues("abandoned").Inc()
 		delete(s.logins, name)
 	}
 	s.mu.Unlock()
@@ -701,6 +702,7 @@ func (s *Service) makeRoomForLogin(name string) error {
 	for n, p := range s.logins {
 		if n == name || p.Expired() {
 			p.Abandon()
+			s.r.m.logins.WithLabelValues("abandoned").Inc()
 			delete(s.logins, n)
 		}
 	}
