@@ -79,7 +79,8 @@ var (
 	DefaultFailedLoginsPerAddr = Rate{PerSecond: 1.0 / 10, Burst: 30}
 )
 
-// RateLimits configures the limiters. A zero Rate means its default.
+// RateLimits configures the limiters. A zero PerSecond or Burst means
+// its default.
 type RateLimits struct {
 	// Off disables every rate limit (benchmarks, conformance runs).
 	Off                 bool
@@ -91,8 +92,11 @@ type RateLimits struct {
 
 func (r *RateLimits) setDefaults() {
 	def := func(v *Rate, d Rate) {
-		if v.PerSecond <= 0 || v.Burst <= 0 {
-			*v = d
+		if v.PerSecond <= 0 {
+			v.PerSecond = d.PerSecond
+		}
+		if v.Burst <= 0 {
+			v.Burst = d.Burst
 		}
 	}
 	def(&r.PerToken, DefaultPerToken)
