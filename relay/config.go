@@ -121,9 +121,8 @@ type Config struct {
 	// EndpointMaxAge is how long a published endpoint is handed out
 	// (DefaultEndpointMaxAge).
 	EndpointMaxAge time.Duration
-	// BatchDelay and BatchSize tune group commit (store.Options).
-	BatchDelay time.Duration
-	BatchSize  int
+	// BatchSize caps the writes sharing one commit (store.Options).
+	BatchSize int
 	// Logger receives structured logs; nil discards them. Logs never hold
 	// tokens, passwords, keys or payloads.
 	Logger *slog.Logger

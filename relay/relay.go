@@ -45,7 +45,6 @@ func Open(cfg Config) (*Relay, error) {
 	st, err := store.Open(cfg.DataDir, store.Options{
 		MaxInboxDepth:  cfg.Limits.MaxInboxDepth,
 		MaxKeyPackages: cfg.Limits.MaxKeyPackages,
-		BatchDelay:     cfg.BatchDelay,
 		BatchSize:      cfg.BatchSize,
 		Now:            cfg.Now,
 	})

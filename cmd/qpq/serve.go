@@ -13,6 +13,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/quicproquo/qpq/relay"
@@ -35,7 +37,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	level, _ := logLevel(c.LogLevel) // checked by loadServeConfig
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	r, err := relay.Open(c.relayConfig(logger.With("component", "relay")))
+	rc := c.relayConfig(logger.With("component", "relay"))
+	rc.Registry = prometheus.NewRegistry()
+	rc.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	r, err := relay.Open(rc)
 	if err != nil {
 		return fmt.Errorf("%w (is another qpq serve using %s?)", err, c.Data)
 	}

@@ -3,11 +3,13 @@
 // keys, 1:1 channels, accounts, session tokens and published endpoints, in
 // one bbolt file.
 //
-// Every write that a caller acknowledges goes through bbolt's DB.Batch, so
-// it is committed (fsync) before the method returns, and concurrent writers
-// share one commit (group commit). Batched functions may run more than
-// once; each assigns its results afresh on every run, so a retried run
-// never double-counts.
+// Every write that a caller acknowledges is committed (fsync) before the
+// method returns, and concurrent writers share one commit (group commit):
+// a single goroutine commits everything that waits the moment the previous
+// commit ends. The functions follow bbolt DB.Batch's contract (they may
+// run more than once and assign their results afresh on every run), but
+// not its timer, which on Linux turns a sub-millisecond MaxBatchDelay into
+// a millisecond per write (see commit.go).
 //
 // # Queues
 //

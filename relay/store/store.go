@@ -33,8 +33,7 @@ const (
 	DefaultMaxInboxDepth  = 100_000
 	DefaultMaxKeyPackages = 1_000
 	DefaultMaxSessions    = 64
-	DefaultBatchDelay     = 200 * time.Microsecond
-	DefaultBatchSize      = 256
+	DefaultBatchSize      = 1024
 )
 
 // Options tune a Store. The zero value means the documented defaults.
@@ -48,12 +47,8 @@ type Options struct {
 	// MaxSessions caps the live session tokens per identity; the oldest
 	// is dropped when a login goes beyond it. 0 means DefaultMaxSessions.
 	MaxSessions int
-	// BatchDelay is how long the first write of a group commit waits for
-	// others to join it (bbolt's MaxBatchDelay). 0 means
-	// DefaultBatchDelay.
-	BatchDelay time.Duration
-	// BatchSize starts a group commit at once when that many writes have
-	// joined (bbolt's MaxBatchSize). 0 means DefaultBatchSize.
+	// BatchSize caps the writes that share one commit. 0 means
+	// DefaultBatchSize.
 	BatchSize int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -68,9 +63,6 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxSessions <= 0 {
 		o.MaxSessions = DefaultMaxSessions
-	}
-	if o.BatchDelay <= 0 {
-		o.BatchDelay = DefaultBatchDelay
 	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = DefaultBatchSize
@@ -117,11 +109,12 @@ var (
 
 // Store is the bbolt-backed state. Its methods are safe for concurrent use.
 type Store struct {
-	db     *bbolt.DB
-	opts   Options
-	hub    hub
-	queued atomic.Int64 // messages in all inboxes, for the queue-depth gauge
-	closed atomic.Bool
+	db      *bbolt.DB
+	commits *committer
+	opts    Options
+	hub     hub
+	queued  atomic.Int64 // messages in all inboxes, for the queue-depth gauge
+	closed  atomic.Bool
 }
 
 // Open opens (creating if needed) the database file FileName in dir.
@@ -141,14 +134,13 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	db.MaxBatchDelay = opts.BatchDelay
-	db.MaxBatchSize = opts.BatchSize
 	s := &Store{db: db, opts: opts}
 	s.hub.init()
 	if err := s.init(); err != nil {
 		db.Close()
 		return nil, err
 	}
+	s.commits = newCommitter(db, opts.BatchSize)
 	return s, nil
 }
 
@@ -192,6 +184,7 @@ func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
+	s.commits.close()
 	return s.db.Close()
 }
 
@@ -200,12 +193,14 @@ func (s *Store) Queued() int64 { return s.queued.Load() }
 
 func (s *Store) now() time.Time { return s.opts.Now() }
 
-// batch runs fn in a group commit and returns once it is on disk.
+// batch runs fn in a group commit and returns once it is on disk. fn may
+// run more than once (see committer) and must assign its results afresh
+// on every run.
 func (s *Store) batch(fn func(*bbolt.Tx) error) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	return s.db.Batch(fn)
+	return s.commits.do(fn)
 }
 
 func (s *Store) view(fn func(*bbolt.Tx) error) error {

@@ -376,3 +376,62 @@ func TestClosedStore(t *testing.T) {
 		t.Fatalf("enqueue after close: %v", err)
 	}
 }
+
+func TestGroupCommitRetriesFailuresAlone(t *testing.T) {
+	s := open(t, t.TempDir(), Options{MaxInboxDepth: 5})
+	a, b := key(1), key(2)
+	// Twenty concurrent enqueues into an inbox with room for five: the
+	// failures are taken out of their shared commits and the others still
+	// commit, with dense seqs.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var ok, full int
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := s.Enqueue(a, []Key{b}, ChannelID{}, []byte("x"))
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				ok++
+			case errors.Is(err, ErrInboxFull):
+				full++
+			default:
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	last, depth, _ := s.InboxState(Inbox{Recipient: b})
+	if ok != 5 || full != 15 || last != 5 || depth != 5 {
+		t.Fatalf("%d committed, %d refused, last seq %d, depth %d", ok, full, last, depth)
+	}
+}
+
+func TestCloseWhileWriting(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	s, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				if _, err := s.Enqueue(key(1), []Key{key(2)}, ChannelID{}, []byte("x")); err != nil {
+					if !errors.Is(err, ErrClosed) {
+						t.Error(err)
+					}
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(10 * time.Millisecond) // let writes pile up
+	s.Close()
+	wg.Wait()
+}
