@@ -115,6 +115,8 @@ func (s *Service) done(method string, err error) error {
 	return err
 }
 
+var errCancelled = errcode.New(errcode.FailedPrecondition, "call cancelled by the caller")
+
 var (
 	errAddrRate  = errcode.New(errcode.ResourceExhausted, "too many requests from this address; slow down")
 	errTokenRate = errcode.New(errcode.ResourceExhausted, "too many requests with this token; slow down")
@@ -432,7 +434,7 @@ func (s *Service) fetchWait(ctx context.Context, in store.Inbox, limit uint32, t
 		case <-timer.C:
 			return nil, nil
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, errCancelled // the caller hung up or cancelled
 		}
 	}
 }
