@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -145,9 +146,16 @@ func echoServer(b *testing.B, cert tls.Certificate) string {
 	return ln.Addr().String()
 }
 
+// cpuTime returns the CPU time (user + system) this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // echoRate measures msgs/s of n clients each writing 1 KiB and reading it
-// back, total messages in all.
-func echoRate(b *testing.B, addr string, n, total int) float64 {
+// back, total messages in all, and the CPU time per message.
+func echoRate(b *testing.B, addr string, n, total int) (rate float64, cpu time.Duration) {
 	b.Helper()
 	ctx := context.Background()
 	streams := make([]*quic.Stream, n)
@@ -163,6 +171,7 @@ func echoRate(b *testing.B, addr string, n, total int) float64 {
 		}
 		streams[i] = st
 	}
+	cpu0 := cpuTime()
 	elapsed, err := split(n, total, func(w, count int) error {
 		msg, back := make([]byte, payloadSize), make([]byte, payloadSize)
 		for range count {
@@ -175,10 +184,11 @@ func echoRate(b *testing.B, addr string, n, total int) float64 {
 		}
 		return nil
 	})
+	cpu = (cpuTime() - cpu0) / time.Duration(total)
 	if err != nil {
 		b.Fatal(err)
 	}
-	return float64(total) / elapsed.Seconds()
+	return float64(total) / elapsed.Seconds(), cpu
 }
 
 // BenchmarkEnqueueFetch: each client enqueues a 1 KiB payload to its own
@@ -193,9 +203,10 @@ func BenchmarkEnqueueFetch(b *testing.B) {
 			for i := range clients {
 				clients[i] = login(b, s.addr, s.fp, fmt.Sprint("bench", i))
 			}
-			echo := echoRate(b, echoServer(b, s.cert), n, max(b.N, 1000))
+			echo, echoCPU := echoRate(b, echoServer(b, s.cert), n, max(b.N, 1000))
 
 			b.ResetTimer()
+			cpu0 := cpuTime()
 			elapsed, err := split(n, b.N, func(w, count int) error {
 				c := clients[w]
 				payload := make([]byte, payloadSize)
@@ -214,6 +225,7 @@ func BenchmarkEnqueueFetch(b *testing.B) {
 				return nil
 			})
 			b.StopTimer()
+			cpu := (cpuTime() - cpu0) / time.Duration(b.N)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -221,6 +233,10 @@ func BenchmarkEnqueueFetch(b *testing.B) {
 			b.ReportMetric(rate, "msgs/s")
 			b.ReportMetric(echo, "echo-msgs/s")
 			b.ReportMetric(rate/echo, "ratio")
+			// CPU per message (client and server together, as both run
+			// here) tells the cost apart from the machine's other load.
+			b.ReportMetric(float64(cpu.Microseconds()), "cpu-µs/msg")
+			b.ReportMetric(float64(echoCPU.Microseconds()), "echo-cpu-µs/msg")
 		})
 	}
 }
