@@ -151,17 +151,28 @@ func (s *Service) caller(ctx context.Context, field func() (schema.Auth, error))
 	return c, nil
 }
 
+// keyCall admits and authenticates a call and reads its identityKey
+// argument, which must be the caller's own when own is set.
+func (s *Service) keyCall(ctx context.Context, auth func() (schema.Auth, error), identityKey func() ([]byte, error), own bool) (Caller, store.Key, error) {
+	c, err := s.caller(ctx, auth)
+	if err != nil {
+		return Caller{}, store.Key{}, err
+	}
+	read := keyArg
+	if own {
+		read = func(field string, get func() ([]byte, error)) (store.Key, error) { return ownKey(c, field, get) }
+	}
+	id, err := read("identityKey", identityKey)
+	return c, id, err
+}
+
 func internalErr(err error) error { return errcode.Errorf(errcode.Internal, "storage: %v", err) }
 
 // UploadKeyPackage stores a key package of the caller's own identity.
 func (s *Service) UploadKeyPackage(ctx context.Context, call schema.NodeService_uploadKeyPackage) error {
 	return s.done("uploadKeyPackage", func() error {
 		p := call.Args()
-		c, err := s.caller(ctx, p.Auth)
-		if err != nil {
-			return err
-		}
-		id, err := ownKey(c, "identityKey", p.IdentityKey)
+		_, id, err := s.keyCall(ctx, p.Auth, p.IdentityKey, true)
 		if err != nil {
 			return err
 		}
@@ -194,10 +205,7 @@ func (s *Service) UploadKeyPackage(ctx context.Context, call schema.NodeService_
 func (s *Service) FetchKeyPackage(ctx context.Context, call schema.NodeService_fetchKeyPackage) error {
 	return s.done("fetchKeyPackage", func() error {
 		p := call.Args()
-		if _, err := s.caller(ctx, p.Auth); err != nil {
-			return err
-		}
-		id, err := keyArg("identityKey", p.IdentityKey)
+		_, id, err := s.keyCall(ctx, p.Auth, p.IdentityKey, false)
 		if err != nil {
 			return err
 		}
@@ -492,11 +500,7 @@ func (s *Service) Health(_ context.Context, call schema.NodeService_health) erro
 func (s *Service) UploadHybridKey(ctx context.Context, call schema.NodeService_uploadHybridKey) error {
 	return s.done("uploadHybridKey", func() error {
 		p := call.Args()
-		c, err := s.caller(ctx, p.Auth)
-		if err != nil {
-			return err
-		}
-		id, err := ownKey(c, "identityKey", p.IdentityKey)
+		_, id, err := s.keyCall(ctx, p.Auth, p.IdentityKey, true)
 		if err != nil {
 			return err
 		}
@@ -529,10 +533,7 @@ func CheckHybridKey(pub []byte) error {
 func (s *Service) FetchHybridKey(ctx context.Context, call schema.NodeService_fetchHybridKey) error {
 	return s.done("fetchHybridKey", func() error {
 		p := call.Args()
-		if _, err := s.caller(ctx, p.Auth); err != nil {
-			return err
-		}
-		id, err := keyArg("identityKey", p.IdentityKey)
+		_, id, err := s.keyCall(ctx, p.Auth, p.IdentityKey, false)
 		if err != nil {
 			return err
 		}
@@ -591,23 +592,33 @@ func (s *Service) FetchHybridKeys(ctx context.Context, call schema.NodeService_f
 
 var errNoAccounts = errcode.New(errcode.FailedPrecondition, "accounts are not offered on this transport")
 
+// accountArgs admits an opaque* call and reads its username and its OPAQUE
+// message field.
+func (s *Service) accountArgs(username func() (string, error), field string, msg func() ([]byte, error)) (string, []byte, error) {
+	if !s.opts.Accounts {
+		return "", nil, errNoAccounts
+	}
+	if err := s.admit(); err != nil {
+		return "", nil, err
+	}
+	name, err := username()
+	if err != nil {
+		return "", nil, unreadable("username")
+	}
+	b, err := msg()
+	if err != nil {
+		return "", nil, unreadable(field)
+	}
+	return name, b, nil
+}
+
 // OpaqueRegisterStart answers an OPAQUE registration request.
 func (s *Service) OpaqueRegisterStart(_ context.Context, call schema.NodeService_opaqueRegisterStart) error {
 	return s.done("opaqueRegisterStart", func() error {
-		if !s.opts.Accounts {
-			return errNoAccounts
-		}
-		if err := s.admit(); err != nil {
-			return err
-		}
 		p := call.Args()
-		name, err := p.Username()
+		name, req, err := s.accountArgs(p.Username, "request", p.Request)
 		if err != nil {
-			return unreadable("username")
-		}
-		req, err := p.Request()
-		if err != nil {
-			return unreadable("request")
+			return err
 		}
 		resp, err := s.r.accounts.RegisterStart(name, req)
 		if err != nil {
@@ -624,20 +635,10 @@ func (s *Service) OpaqueRegisterStart(_ context.Context, call schema.NodeService
 // OpaqueRegisterFinish stores a registration record bound to an identity.
 func (s *Service) OpaqueRegisterFinish(_ context.Context, call schema.NodeService_opaqueRegisterFinish) error {
 	return s.done("opaqueRegisterFinish", func() error {
-		if !s.opts.Accounts {
-			return errNoAccounts
-		}
-		if err := s.admit(); err != nil {
-			return err
-		}
 		p := call.Args()
-		name, err := p.Username()
+		name, upload, err := s.accountArgs(p.Username, "upload", p.Upload)
 		if err != nil {
-			return unreadable("username")
-		}
-		upload, err := p.Upload()
-		if err != nil {
-			return unreadable("upload")
+			return err
 		}
 		id, err := keyArg("identityKey", p.IdentityKey)
 		if err != nil {
@@ -660,20 +661,10 @@ func (s *Service) OpaqueRegisterFinish(_ context.Context, call schema.NodeServic
 // connection until its finish.
 func (s *Service) OpaqueLoginStart(_ context.Context, call schema.NodeService_opaqueLoginStart) error {
 	return s.done("opaqueLoginStart", func() error {
-		if !s.opts.Accounts {
-			return errNoAccounts
-		}
-		if err := s.admit(); err != nil {
-			return err
-		}
 		p := call.Args()
-		name, err := p.Username()
+		name, ke1, err := s.accountArgs(p.Username, "request", p.Request)
 		if err != nil {
-			return unreadable("username")
-		}
-		ke1, err := p.Request()
-		if err != nil {
-			return unreadable("request")
+			return err
 		}
 		if err := s.makeRoomForLogin(name); err != nil {
 			return err
@@ -717,20 +708,10 @@ func (s *Service) makeRoomForLogin(name string) error {
 // OpaqueLoginFinish checks KE3 and returns a session token.
 func (s *Service) OpaqueLoginFinish(_ context.Context, call schema.NodeService_opaqueLoginFinish) error {
 	return s.done("opaqueLoginFinish", func() error {
-		if !s.opts.Accounts {
-			return errNoAccounts
-		}
-		if err := s.admit(); err != nil {
-			return err
-		}
 		p := call.Args()
-		name, err := p.Username()
+		name, ke3, err := s.accountArgs(p.Username, "finalization", p.Finalization)
 		if err != nil {
-			return unreadable("username")
-		}
-		ke3, err := p.Finalization()
-		if err != nil {
-			return unreadable("finalization")
+			return err
 		}
 		id, err := keyArg("identityKey", p.IdentityKey)
 		if err != nil {
@@ -767,11 +748,7 @@ func (s *Service) OpaqueLoginFinish(_ context.Context, call schema.NodeService_o
 func (s *Service) PublishEndpoint(ctx context.Context, call schema.NodeService_publishEndpoint) error {
 	return s.done("publishEndpoint", func() error {
 		p := call.Args()
-		c, err := s.caller(ctx, p.Auth)
-		if err != nil {
-			return err
-		}
-		id, err := ownKey(c, "identityKey", p.IdentityKey)
+		_, id, err := s.keyCall(ctx, p.Auth, p.IdentityKey, true)
 		if err != nil {
 			return err
 		}
@@ -796,10 +773,7 @@ func (s *Service) PublishEndpoint(ctx context.Context, call schema.NodeService_p
 func (s *Service) ResolveEndpoint(ctx context.Context, call schema.NodeService_resolveEndpoint) error {
 	return s.done("resolveEndpoint", func() error {
 		p := call.Args()
-		if _, err := s.caller(ctx, p.Auth); err != nil {
-			return err
-		}
-		id, err := keyArg("identityKey", p.IdentityKey)
+		_, id, err := s.keyCall(ctx, p.Auth, p.IdentityKey, false)
 		if err != nil {
 			return err
 		}
@@ -876,10 +850,7 @@ func (s *Service) ResolveUser(ctx context.Context, call schema.NodeService_resol
 func (s *Service) ResolveIdentity(ctx context.Context, call schema.NodeService_resolveIdentity) error {
 	return s.done("resolveIdentity", func() error {
 		p := call.Args()
-		if _, err := s.caller(ctx, p.Auth); err != nil {
-			return err
-		}
-		id, err := keyArg("identityKey", p.IdentityKey)
+		_, id, err := s.keyCall(ctx, p.Auth, p.IdentityKey, false)
 		if err != nil {
 			return err
 		}

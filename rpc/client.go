@@ -196,14 +196,27 @@ func (c *Client) BatchEnqueue(ctx context.Context, recipients [][]byte, channel,
 	return seqs, nil
 }
 
+// inboxParams are the parameters fetch, fetchWait and peek share.
+type inboxParams interface {
+	SetVersion(uint16)
+	SetLimit(uint32)
+	SetRecipientKey([]byte) error
+	SetChannelId([]byte) error
+	NewAuth() (schema.Auth, error)
+}
+
+func (c *Client) inbox(p inboxParams, recipient, channel []byte, limit uint32) error {
+	p.SetVersion(WireVersion)
+	p.SetLimit(limit)
+	return firstErr(p.SetRecipientKey(recipient), p.SetChannelId(channel), c.auth(p.NewAuth))
+}
+
 // Fetch removes and returns up to limit (0 = all) messages of the caller's
 // inbox (recipient = the caller's identity) in seq order. A server may
 // return fewer to bound the reply's size; fetch again for the rest.
 func (c *Client) Fetch(ctx context.Context, recipient, channel []byte, limit uint32) ([]Envelope, error) {
 	f, release := c.ns.Fetch(ctx, func(p schema.NodeService_fetch_Params) error {
-		p.SetVersion(WireVersion)
-		p.SetLimit(limit)
-		return firstErr(p.SetRecipientKey(recipient), p.SetChannelId(channel), c.auth(p.NewAuth))
+		return c.inbox(p, recipient, channel, limit)
 	})
 	defer release()
 	res, err := f.Struct()
@@ -218,10 +231,8 @@ func (c *Client) Fetch(ctx context.Context, recipient, channel []byte, limit uin
 // list if none does.
 func (c *Client) FetchWait(ctx context.Context, recipient, channel []byte, timeout time.Duration, limit uint32) ([]Envelope, error) {
 	f, release := c.ns.FetchWait(ctx, func(p schema.NodeService_fetchWait_Params) error {
-		p.SetVersion(WireVersion)
-		p.SetLimit(limit)
 		p.SetTimeoutMs(uint64(max(timeout, 0) / time.Millisecond))
-		return firstErr(p.SetRecipientKey(recipient), p.SetChannelId(channel), c.auth(p.NewAuth))
+		return c.inbox(p, recipient, channel, limit)
 	})
 	defer release()
 	res, err := f.Struct()
@@ -235,9 +246,7 @@ func (c *Client) FetchWait(ctx context.Context, recipient, channel []byte, timeo
 // them; Ack removes them.
 func (c *Client) Peek(ctx context.Context, recipient, channel []byte, limit uint32) ([]Envelope, error) {
 	f, release := c.ns.Peek(ctx, func(p schema.NodeService_peek_Params) error {
-		p.SetVersion(WireVersion)
-		p.SetLimit(limit)
-		return firstErr(p.SetRecipientKey(recipient), p.SetChannelId(channel), c.auth(p.NewAuth))
+		return c.inbox(p, recipient, channel, limit)
 	})
 	defer release()
 	res, err := f.Struct()
