@@ -106,6 +106,16 @@ func (c *Conn) Client() *Client { return c.client }
 // for connections made by NewConn).
 func (c *Conn) Fingerprint() Fingerprint { return c.fp }
 
+// Err reports why a QUIC connection ended (for instance the peer's close
+// reason or an idle timeout), or nil while it is up or when it was made by
+// NewConn.
+func (c *Conn) Err() error {
+	if c.qc == nil || c.qc.Context().Err() == nil {
+		return nil
+	}
+	return context.Cause(c.qc.Context())
+}
+
 // Done is closed when the connection has ended.
 func (c *Conn) Done() <-chan struct{} { return c.rc.Done() }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -294,19 +295,21 @@ func BenchmarkIdleClients(b *testing.B) {
 		b.Fatalf("go build: %v\n%s", err, out)
 	}
 	data := b.TempDir()
-	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--data", data, "--rate-limit=off", "--log-level=warn")
+	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--data", data, "--rate-limit=off", "--log-level=warn", "--metrics", "127.0.0.1:0")
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	var addr string
+	var addr, metrics string
 	var fp rpc.Fingerprint
 	sc := bufio.NewScanner(stdout)
 	for fp.IsZero() && sc.Scan() {
 		f := strings.Fields(sc.Text())
 		switch {
+		case len(f) == 3 && f[0] == "metrics":
+			metrics = f[2]
 		case len(f) >= 3 && f[0] == "listening":
 			addr = f[2]
 		case len(f) == 2 && f[0] == "fingerprint":
@@ -329,52 +332,85 @@ func BenchmarkIdleClients(b *testing.B) {
 	defer cancel()
 	conns := make([]*rpc.Conn, n)
 	started := time.Now()
-	var dialWG sync.WaitGroup
-	sem := make(chan struct{}, 64)
-	var waitWG sync.WaitGroup
+	var dialWG, waitWG sync.WaitGroup
+	// quic-go queues at most 32 finished handshakes for Accept and refuses
+	// the rest; dial in waves below that, and dial again when refused.
+	sem := make(chan struct{}, 16)
 	for i := range conns {
 		dialWG.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer dialWG.Done()
 			defer func() { <-sem }()
-			c, err := rpc.Dial(ctx, addr, rpc.DialOptions{Pin: fp, Transport: tr})
-			if err != nil {
-				b.Error(err)
-				return
+			for attempt := 0; ; attempt++ {
+				c, err := rpc.Dial(ctx, addr, rpc.DialOptions{Pin: fp, Transport: tr})
+				if err == nil {
+					c.Client().SetToken(token)
+					if _, err = c.Client().Health(ctx); err == nil {
+						conns[i] = c
+						break
+					}
+					c.Close()
+				}
+				if attempt == 5 {
+					b.Errorf("client %d: %v", i, err)
+					return
+				}
 			}
-			conns[i] = c
-			c.Client().SetToken(token)
 			waitWG.Add(1)
 			go func() {
 				defer waitWG.Done()
-				c.Client().FetchWait(ctx, owner.id, nil, time.Minute, 0)
+				for ctx.Err() == nil { // the server caps a wait at 60 s
+					conns[i].Client().FetchWait(ctx, owner.id, nil, time.Minute, 0)
+				}
 			}()
 		}()
 	}
 	dialWG.Wait()
+	if b.Failed() {
+		b.FailNow()
+	}
 	// Every client's fetchWait is held once a health call on each
 	// connection has answered (calls on a connection run in order).
 	for _, c := range conns {
-		if c != nil {
-			if _, err := c.Client().Health(ctx); err != nil {
-				b.Fatal(err)
-			}
+		if _, err := c.Client().Health(ctx); err != nil {
+			b.Fatalf("%v (connection: %v)", err, c.Err())
 		}
 	}
 	connected := time.Since(started)
 	held := rss(b, cmd.Process.Pid)
+	waiting := scrape(b, metrics, "qpq_relay_fetch_waiters")
+	if waiting != float64(n) {
+		b.Errorf("%v fetchWaits held by the server, want %d", waiting, n)
+	}
 	b.ReportMetric(float64(n), "clients")
 	b.ReportMetric(float64(held)/(1<<20), "rss-MiB")
 	b.ReportMetric(float64(held-baseline)/float64(n)/1024, "KiB/client")
 	b.ReportMetric(connected.Seconds(), "connect-s")
 	cancel()
 	for _, c := range conns {
-		if c != nil {
-			c.Close()
-		}
+		c.Close()
 	}
 	waitWG.Wait()
+}
+
+// scrape reads one unlabelled metric from a Prometheus endpoint.
+func scrape(b *testing.B, url, name string) float64 {
+	b.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) == 2 && f[0] == name {
+			v, _ := strconv.ParseFloat(f[1], 64)
+			return v
+		}
+	}
+	b.Fatalf("metric %s not served", name)
+	return 0
 }
 
 // rss returns a process's resident set size in bytes.
