@@ -127,8 +127,12 @@ func (r *Relay) Serve(ctx context.Context, ln *rpc.Listener) error {
 }
 
 // rateKey returns the rate-limit key of an address: the address itself
-// for IPv4, its /64 for IPv6 (one host usually holds a whole /64).
+// for IPv4, its /64 for IPv6 (one host usually holds a whole /64); "" for
+// no address (no per-address limit).
 func rateKey(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
 	if a.Is6() && !a.Is4In6() {
 		p, _ := a.Prefix(64)
 		return p.String()

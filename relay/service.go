@@ -61,7 +61,8 @@ func (t tokenAuth) Authenticate(_ context.Context, a schema.Auth) (Caller, error
 type ServiceOptions struct {
 	// Auth names the caller of each call. Required.
 	Auth Authenticator
-	// Addr is the peer's address, for per-address rate limits.
+	// Addr is the peer's address, for per-address rate limits (none when
+	// unset).
 	Addr netip.Addr
 	// Accounts offers the opaque* methods (registration and login). Off,
 	// they fail with failed-precondition (a node over the P2P link).
@@ -124,7 +125,7 @@ var (
 
 // admit applies the per-address rate limit.
 func (s *Service) admit() error {
-	if !s.r.perAddr.Allow(s.addrKey) {
+	if s.addrKey != "" && !s.r.perAddr.Allow(s.addrKey) {
 		s.r.m.rateLimited.WithLabelValues("address").Inc()
 		return errAddrRate
 	}
