@@ -242,6 +242,91 @@ func BenchmarkEnqueueFetch(b *testing.B) {
 	}
 }
 
+// BenchmarkHealth is the floor of any call: NodeService.health (no
+// storage, no auth) in a loop per client, beside the same echo.
+func BenchmarkHealth(b *testing.B) {
+	for _, n := range []int{1, 16} {
+		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
+			s := startServer(b)
+			conns := make([]*rpc.Conn, n)
+			for i := range conns {
+				c, err := rpc.Dial(context.Background(), s.addr, rpc.DialOptions{Pin: s.fp})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer c.Close()
+				conns[i] = c
+			}
+			echo, _ := echoRate(b, echoServer(b, s.cert), n, max(b.N, 1000))
+			b.ResetTimer()
+			elapsed, err := split(n, b.N, func(w, count int) error {
+				for range count {
+					if _, err := conns[w].Client().Health(context.Background()); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			b.StopTimer()
+			if err != nil {
+				b.Fatal(err)
+			}
+			rate := float64(b.N) / elapsed.Seconds()
+			b.ReportMetric(rate, "calls/s")
+			b.ReportMetric(echo, "echo-msgs/s")
+			b.ReportMetric(rate/echo, "ratio")
+		})
+	}
+}
+
+// BenchmarkEnqueueDrain is the same traffic with fetches that drain what
+// has gathered: each client enqueues 16 messages (each acknowledged, so
+// each durable on its own), then fetches until it has the 16 back. This is
+// how a node catches up with its inbox; one op is still one message.
+func BenchmarkEnqueueDrain(b *testing.B) {
+	const gather = 16
+	for _, n := range []int{4, 16} {
+		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
+			s := startServer(b)
+			clients := make([]*client, n)
+			for i := range clients {
+				clients[i] = login(b, s.addr, s.fp, fmt.Sprint("bench", i))
+			}
+			total := max(b.N/gather, 1) * gather
+			echo, _ := echoRate(b, echoServer(b, s.cert), n, max(total, 1000))
+
+			b.ResetTimer()
+			elapsed, err := split(n, total/gather, func(w, rounds int) error {
+				c := clients[w]
+				payload := make([]byte, payloadSize)
+				for range rounds {
+					for range gather {
+						if _, err := c.c.Enqueue(context.Background(), c.id, nil, payload); err != nil {
+							return err
+						}
+					}
+					for got := 0; got < gather; {
+						envs, err := c.c.Fetch(context.Background(), c.id, nil, 0)
+						if err != nil {
+							return err
+						}
+						got += len(envs)
+					}
+				}
+				return nil
+			})
+			b.StopTimer()
+			if err != nil {
+				b.Fatal(err)
+			}
+			rate := float64(total) / elapsed.Seconds()
+			b.ReportMetric(rate, "msgs/s")
+			b.ReportMetric(echo, "echo-msgs/s")
+			b.ReportMetric(rate/echo, "ratio")
+		})
+	}
+}
+
 // BenchmarkFetchWaitWake measures, per op, the time from a sender starting
 // an enqueue to a waiting fetchWait on another connection returning the
 // message: delivery latency, including both durable commits.
