@@ -4,7 +4,12 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -406,4 +411,60 @@ func value(t *testing.T, c prometheus.Collector) float64 {
 		return m.Counter.GetValue()
 	}
 	return m.Gauge.GetValue()
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestLogsHoldNoSecrets logs at debug level through a registration, a
+// login and a message, and looks for the password, the token and the
+// payload in every encoding a log line might use.
+func TestLogsHoldNoSecrets(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	t.Run("", func(t *testing.T) {
+		var logs syncBuffer
+		logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		s := startServer(t, Config{Logger: logger})
+		c := s.dial()
+		id, _, _ := ed25519.GenerateKey(rand.Reader)
+		password := []byte("hunter2-correct-horse")
+		if err := c.Register(bg, "carol", password, id); err != nil {
+			t.Fatal(err)
+		}
+		token, err := c.Login(bg, "carol", password, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		payload := []byte("attack at dawn, ciphertext or not")
+		if _, err := c.Enqueue(bg, id, nil, payload); err != nil {
+			t.Fatal(err)
+		}
+		c.Login(bg, "carol", []byte("wrong"), id) // a failure path too
+		s.shutdown()
+		out := logs.String()
+		if !strings.Contains(out, "carol") {
+			t.Fatalf("expected the registration in the logs; got:\n%s", out)
+		}
+		for name, secret := range map[string][]byte{"password": password, "token": token, "payload": payload} {
+			for _, enc := range []string{string(secret), hex.EncodeToString(secret), base64.StdEncoding.EncodeToString(secret), fmt.Sprint(secret), fmt.Sprintf("%q", secret)} {
+				if strings.Contains(out, enc) {
+					t.Fatalf("the %s appears in the logs", name)
+				}
+			}
+		}
+	})
 }
