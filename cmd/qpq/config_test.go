@@ -4,11 +4,16 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/quicproquo/qpq/relay"
+	"github.com/quicproquo/qpq/relay/store"
+	"github.com/quicproquo/qpq/rpc"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -129,4 +134,49 @@ func FuzzConfigFile(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestOperationsExampleParses keeps the example in docs/OPERATIONS.md
+// true: its TOML block must load.
+func TestOperationsExampleParses(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/OPERATIONS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "```toml\n")
+	block, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("no toml block in docs/OPERATIONS.md")
+	}
+	c := defaultServeConfig()
+	if err := parseConfigFile([]byte(block), &c); err != nil {
+		t.Fatalf("the documented example does not load: %v", err)
+	}
+	// The example spells out the defaults; they must be the code's.
+	l, r := c.Limits, c.Rates
+	for name, pair := range map[string][2]float64{
+		"max_payload":                     {float64(l.MaxPayload), relay.DefaultMaxPayload},
+		"max_key_package":                 {float64(l.MaxKeyPackage), relay.DefaultMaxKeyPackage},
+		"max_key_packages":                {float64(l.MaxKeyPackages), store.DefaultMaxKeyPackages},
+		"max_batch_recipients":            {float64(l.MaxBatchRecipients), relay.DefaultMaxBatchRecipients},
+		"max_hybrid_keys":                 {float64(l.MaxHybridKeys), relay.DefaultMaxHybridKeys},
+		"max_endpoint":                    {float64(l.MaxEndpoint), relay.DefaultMaxEndpoint},
+		"max_fetch_bytes":                 {float64(l.MaxFetchBytes), relay.DefaultMaxFetchBytes},
+		"max_inbox_depth":                 {float64(l.MaxInboxDepth), store.DefaultMaxInboxDepth},
+		"max_waits_per_connection":        {float64(l.MaxWaitsPerConn), relay.DefaultMaxWaitsPerConn},
+		"max_connections":                 {float64(l.MaxConnections), rpc.DefaultMaxConnections},
+		"max_fetch_wait":                  {l.MaxFetchWait.Seconds(), relay.DefaultMaxFetchWait.Seconds()},
+		"per_token":                       {r.PerToken, relay.DefaultPerToken.PerSecond},
+		"per_token_burst":                 {float64(r.PerTokenBurst), float64(relay.DefaultPerToken.Burst)},
+		"per_address":                     {r.PerAddress, relay.DefaultPerAddress.PerSecond},
+		"per_address_burst":               {float64(r.PerAddressBurst), float64(relay.DefaultPerAddress.Burst)},
+		"failed_logins_per_user":          {math.Round(r.FailedLoginsPerUser * 1e4), math.Round(relay.DefaultFailedLoginsPerUser.PerSecond * 1e4)},
+		"failed_logins_per_user_burst":    {float64(r.FailedLoginsPerUserBurst), float64(relay.DefaultFailedLoginsPerUser.Burst)},
+		"failed_logins_per_address":       {r.FailedLoginsPerAddr, relay.DefaultFailedLoginsPerAddr.PerSecond},
+		"failed_logins_per_address_burst": {float64(r.FailedLoginsPerAddrBurst), float64(relay.DefaultFailedLoginsPerAddr.Burst)},
+	} {
+		if pair[0] != pair[1] {
+			t.Errorf("docs/OPERATIONS.md says %s = %v, the code's default is %v", name, pair[0], pair[1])
+		}
+	}
 }
