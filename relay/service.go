@@ -621,7 +621,7 @@ func (s *Service) OpaqueRegisterStart(_ context.Context, call schema.NodeService
 		if err != nil {
 			return err
 		}
-		resp, err := s.r.accounts.RegisterStart(name, req)
+		resp, err := s.r.accounts.RegisterStart(name, s.addrKey, req)
 		if err != nil {
 			return err
 		}

@@ -190,15 +190,30 @@ func CheckUsername(name string) error {
 	return nil
 }
 
-// RegisterStart answers an OPAQUE RegistrationRequest for username.
-func (a *Accounts) RegisterStart(username string, request []byte) ([]byte, error) {
+// RegisterStart answers an OPAQUE RegistrationRequest for username from
+// addr. Each answer evaluates the OPRF under the username's key, which
+// together with one KE2 would let a client test password guesses offline;
+// so a taken username is refused, and every answer spends the same budget
+// as a failed login (also for names not registered yet, whose key is the
+// one a later registration gets).
+func (a *Accounts) RegisterStart(username, addr string, request []byte) ([]byte, error) {
 	if err := CheckUsername(username); err != nil {
 		return nil, err
+	}
+	switch _, taken, err := a.st.User(username); {
+	case err != nil:
+		return nil, internal(err)
+	case taken:
+		return nil, errcode.New(errcode.AlreadyExists, "username is taken")
 	}
 	req, err := a.srv.Deserialize.RegistrationRequest(request)
 	if err != nil {
 		return nil, errcode.New(errcode.InvalidArgument, "request is not an OPAQUE registration request")
 	}
+	if err := a.begin(username, addr); err != nil {
+		return nil, err
+	}
+	a.end(username, addr, true)
 	resp, err := a.srv.RegistrationResponse(req, []byte(username), nil)
 	if err != nil {
 		return nil, errcode.New(errcode.InvalidArgument, "request is not an OPAQUE registration request")
@@ -265,12 +280,8 @@ func (a *Accounts) LoginStart(username, addr string, ke1 []byte) (*PendingLogin,
 	} else {
 		rec = a.fakeRecord(username)
 	}
-	if !a.cfg.FailedLoginsPerUser.Begin(username) {
-		return nil, nil, errcode.New(errcode.ResourceExhausted, "too many failed logins for this username; try again later")
-	}
-	if !a.cfg.FailedLoginsPerAddr.Begin(addr) {
-		a.cfg.FailedLoginsPerUser.End(username, false)
-		return nil, nil, errcode.New(errcode.ResourceExhausted, "too many failed logins from this address; try again later")
+	if err := a.begin(username, addr); err != nil {
+		return nil, nil, err
 	}
 	ke2, out, err := a.srv.GenerateKE2(msg, rec)
 	p := &PendingLogin{a: a, username: username, addr: addr, identity: u.Identity, known: known, expires: a.cfg.Now().Add(a.cfg.LoginTTL)}
@@ -311,10 +322,25 @@ func (p *PendingLogin) Username() string { return p.username }
 func (p *PendingLogin) Abandon() { p.end(true) }
 
 func (p *PendingLogin) end(failed bool) {
-	p.once.Do(func() {
-		p.a.cfg.FailedLoginsPerUser.End(p.username, failed)
-		p.a.cfg.FailedLoginsPerAddr.End(p.addr, failed)
-	})
+	p.once.Do(func() { p.a.end(p.username, p.addr, failed) })
+}
+
+// begin opens an attempt against the failed-login budgets of username and
+// addr; end closes it.
+func (a *Accounts) begin(username, addr string) error {
+	if !a.cfg.FailedLoginsPerUser.Begin(username) {
+		return errcode.New(errcode.ResourceExhausted, "too many failed logins for this username; try again later")
+	}
+	if !a.cfg.FailedLoginsPerAddr.Begin(addr) {
+		a.cfg.FailedLoginsPerUser.End(username, false)
+		return errcode.New(errcode.ResourceExhausted, "too many failed logins from this address; try again later")
+	}
+	return nil
+}
+
+func (a *Accounts) end(username, addr string, failed bool) {
+	a.cfg.FailedLoginsPerUser.End(username, failed)
+	a.cfg.FailedLoginsPerAddr.End(addr, failed)
 }
 
 // Finish checks KE3 and that identity is the registered one, and returns a

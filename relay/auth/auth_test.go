@@ -53,7 +53,7 @@ func register(t testing.TB, a *Accounts, name, password string, id store.Key) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := a.RegisterStart(name, req)
+	resp, err := a.RegisterStart(name, "addr", req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,11 +230,11 @@ func TestLoginExpires(t *testing.T) {
 
 func TestFailedLoginsLimited(t *testing.T) {
 	c := &clock{t: time.Unix(1_000_000, 0)}
-	perUser := ratelimit.New(1.0/60, 3, c.now)
-	perAddr := ratelimit.New(1.0/60, 5, c.now)
+	perUser := ratelimit.New(1.0/60, 4, c.now)
+	perAddr := ratelimit.New(1.0/60, 7, c.now)
 	a := newAccounts(t, t.TempDir(), Config{Now: c.now, FailedLoginsPerUser: perUser, FailedLoginsPerAddr: perAddr})
 	id := identity()
-	register(t, a, "alice", "pw", id)
+	register(t, a, "alice", "pw", id) // registerStart spends one of 4 (and of 7)
 	for range 3 { // successes are free
 		if _, err := login(a, "alice", "pw", id); err != nil {
 			t.Fatal(err)
@@ -249,7 +249,7 @@ func TestFailedLoginsLimited(t *testing.T) {
 		t.Fatalf("login after 3 failures: %v", err)
 	}
 	// Another username from the same address still works until the
-	// address's budget (5) is spent too.
+	// address's budget (7) is spent too.
 	register(t, a, "bob", "pw", identity())
 	for range 2 {
 		login(a, "bob", "bad", id)
@@ -261,6 +261,17 @@ func TestFailedLoginsLimited(t *testing.T) {
 	if _, err := login(a, "alice", "pw", id); err != nil {
 		t.Fatalf("after refill: %v", err)
 	}
+	// Registration answers spend the same budget: they evaluate the OPRF
+	// under the username's key (a guessing oracle otherwise).
+	_, req, _ := pake.StartRegistration([]byte("guess"))
+	for i := range 4 {
+		if _, err := a.RegisterStart("not-yet-taken", "elsewhere", req); err != nil {
+			t.Fatalf("registerStart %d: %v", i, err)
+		}
+	}
+	if _, err := a.RegisterStart("not-yet-taken", "elsewhere", req); code(err) != errcode.ResourceExhausted {
+		t.Fatalf("fifth registerStart for one username: %v", err)
+	}
 }
 
 func TestRegistrationErrors(t *testing.T) {
@@ -268,20 +279,25 @@ func TestRegistrationErrors(t *testing.T) {
 	id := identity()
 	register(t, a, "alice", "pw", id)
 	reg, req, _ := pake.StartRegistration([]byte("pw2"))
-	resp, _ := a.RegisterStart("alice", req)
+	if _, err := a.RegisterStart("alice", "addr", req); code(err) != errcode.AlreadyExists {
+		t.Fatalf("registerStart for a taken username (an OPRF oracle): %v", err)
+	}
+	resp, _ := a.RegisterStart("alice-too", "addr", req)
 	rec, _ := reg.Finish(resp)
-	if err := a.RegisterFinish("alice", rec, identity()); code(err) != errcode.AlreadyExists {
-		t.Fatalf("taken username: %v", err)
+	// Registered meanwhile by someone else: finish refuses too.
+	register(t, a, "alice-too", "other", identity())
+	if err := a.RegisterFinish("alice-too", rec, identity()); code(err) != errcode.AlreadyExists {
+		t.Fatalf("taken username at finish: %v", err)
 	}
 	if err := a.RegisterFinish("carol", rec, id); code(err) != errcode.AlreadyExists {
 		t.Fatalf("taken identity: %v", err)
 	}
 	for _, bad := range []string{"", " a", "a ", "a\x00b", "a\nb", string([]byte{0xff}), strings.Repeat("x", 65)} {
-		if _, err := a.RegisterStart(bad, req); code(err) != errcode.InvalidArgument {
+		if _, err := a.RegisterStart(bad, "addr", req); code(err) != errcode.InvalidArgument {
 			t.Errorf("username %q: %v", bad, err)
 		}
 	}
-	if _, err := a.RegisterStart("ok", []byte("short")); code(err) != errcode.InvalidArgument {
+	if _, err := a.RegisterStart("ok", "addr", []byte("short")); code(err) != errcode.InvalidArgument {
 		t.Fatalf("bad request: %v", err)
 	}
 	if err := a.RegisterFinish("ok", make([]byte, 192), id); code(err) != errcode.InvalidArgument {

@@ -31,7 +31,7 @@ func FuzzOPAQUEMessages(f *testing.F) {
 				t.Fatalf("%s: internal error for client input: %v", what, err)
 			}
 		}
-		_, err := a.RegisterStart(username, msg)
+		_, err := a.RegisterStart(username, "addr", msg)
 		check("RegisterStart", err)
 		p, _, err := a.LoginStart(username, "addr", msg)
 		check("LoginStart", err)
