@@ -235,7 +235,7 @@ func TestFailedLoginsLimited(t *testing.T) {
 	a := newAccounts(t, t.TempDir(), Config{Now: c.now, FailedLoginsPerUser: perUser, FailedLoginsPerAddr: perAddr})
 	id := identity()
 	register(t, a, "alice", "pw", id) // registerStart spends one of 4 (and of 7)
-	for range 3 { // successes are free
+	for range 3 {                     // successes are free
 		if _, err := login(a, "alice", "pw", id); err != nil {
 			t.Fatal(err)
 		}
