@@ -1,0 +1,296 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/quicproquo/qpq/relay"
+)
+
+// DefaultListen is where `qpq serve` listens without --listen: loopback
+// only, so a first run exposes nothing. Operators pass --listen for the
+// public address.
+const DefaultListen = "127.0.0.1:7443"
+
+// serveConfig is `qpq serve`'s configuration. Sources, in rising
+// precedence: defaults, the TOML file (--config / QPQ_CONFIG), QPQ_*
+// environment variables, flags.
+type serveConfig struct {
+	Listen        string        `toml:"listen"`
+	Data          string        `toml:"data"`
+	TLSCert       string        `toml:"tls_cert"`
+	TLSKey        string        `toml:"tls_key"`
+	Metrics       string        `toml:"metrics"`
+	RateLimit     bool          `toml:"rate_limit"`
+	TokenLifetime time.Duration `toml:"token_lifetime"`
+	LogLevel      string        `toml:"log_level"`
+
+	// mDNS announcement and the libp2p side of serve take effect once the
+	// p2p package is wired in; they are accepted (and validated) now so
+	// that configurations written today keep working.
+	MDNS       bool     `toml:"mdns"`
+	MDNSIfaces []string `toml:"mdns_iface"`
+	P2P        bool     `toml:"p2p"`
+
+	Limits limitsConfig `toml:"limits"`
+	Rates  ratesConfig  `toml:"rate_limits"`
+}
+
+// limitsConfig mirrors relay.Limits; 0 keeps a default.
+type limitsConfig struct {
+	MaxPayload         int           `toml:"max_payload"`
+	MaxKeyPackage      int           `toml:"max_key_package"`
+	MaxKeyPackages     int           `toml:"max_key_packages"`
+	MaxBatchRecipients int           `toml:"max_batch_recipients"`
+	MaxHybridKeys      int           `toml:"max_hybrid_keys"`
+	MaxEndpoint        int           `toml:"max_endpoint"`
+	MaxFetchBytes      int           `toml:"max_fetch_bytes"`
+	MaxInboxDepth      int           `toml:"max_inbox_depth"`
+	MaxWaitsPerConn    int           `toml:"max_waits_per_connection"`
+	MaxConnections     int           `toml:"max_connections"`
+	MaxFetchWait       time.Duration `toml:"max_fetch_wait"`
+}
+
+// ratesConfig mirrors relay.RateLimits: requests per second and bursts;
+// 0 keeps a default.
+type ratesConfig struct {
+	PerToken                 float64 `toml:"per_token"`
+	PerTokenBurst            int     `toml:"per_token_burst"`
+	PerAddress               float64 `toml:"per_address"`
+	PerAddressBurst          int     `toml:"per_address_burst"`
+	FailedLoginsPerUser      float64 `toml:"failed_logins_per_user"`
+	FailedLoginsPerUserBurst int     `toml:"failed_logins_per_user_burst"`
+	FailedLoginsPerAddr      float64 `toml:"failed_logins_per_address"`
+	FailedLoginsPerAddrBurst int     `toml:"failed_logins_per_address_burst"`
+}
+
+func defaultServeConfig() serveConfig {
+	return serveConfig{Listen: DefaultListen, RateLimit: true, MDNS: true, P2P: true, LogLevel: "info"}
+}
+
+// defaultDataDir is $XDG_DATA_HOME/quicproquo/server, or
+// ~/.local/share/quicproquo/server.
+func defaultDataDir(getenv func(string) string) (string, error) {
+	if x := getenv("XDG_DATA_HOME"); x != "" && filepath.IsAbs(x) {
+		return filepath.Join(x, "quicproquo", "server"), nil
+	}
+	home := getenv("HOME")
+	if home == "" {
+		h, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("no data directory: pass --data DIR (%v)", err)
+		}
+		home = h
+	}
+	return filepath.Join(home, ".local", "share", "quicproquo", "server"), nil
+}
+
+// option is one setting reachable by flag and environment variable; the
+// variable is QPQ_ + the flag name upper-cased with '-' as '_'.
+type option struct {
+	name, usage string
+	boolean     bool
+	set         func(c *serveConfig, v string) error
+}
+
+var serveOptions = []option{
+	{name: "listen", usage: "UDP address to serve QUIC on (default " + DefaultListen + ")", set: func(c *serveConfig, v string) error { c.Listen = v; return nil }},
+	{name: "data", usage: "data directory (default $XDG_DATA_HOME/quicproquo/server)", set: func(c *serveConfig, v string) error { c.Data = v; return nil }},
+	{name: "tls-cert", usage: "PEM certificate chain to serve instead of the self-signed one", set: func(c *serveConfig, v string) error { c.TLSCert = v; return nil }},
+	{name: "tls-key", usage: "PEM private key of --tls-cert", set: func(c *serveConfig, v string) error { c.TLSKey = v; return nil }},
+	{name: "metrics", usage: "serve Prometheus metrics over HTTP on this address (off when empty)", set: func(c *serveConfig, v string) error { c.Metrics = v; return nil }},
+	{name: "rate-limit", usage: "rate limits on or off (off for benchmarks and conformance runs)", boolean: true, set: func(c *serveConfig, v string) error { return parseSwitch(v, &c.RateLimit) }},
+	{name: "token-lifetime", usage: "session token lifetime (default 24h)", set: func(c *serveConfig, v string) error { return parseDuration(v, &c.TokenLifetime) }},
+	{name: "log-level", usage: "debug, info, warn or error", set: func(c *serveConfig, v string) error { c.LogLevel = v; return nil }},
+	{name: "mdns", usage: "announce the server by mDNS (takes effect with the p2p package)", boolean: true, set: func(c *serveConfig, v string) error { return parseSwitch(v, &c.MDNS) }},
+	{name: "mdns-iface", usage: "comma-separated interfaces to announce on (takes effect with the p2p package)", set: func(c *serveConfig, v string) error {
+		c.MDNSIfaces = splitList(v)
+		return nil
+	}},
+	{name: "p2p", usage: "run the libp2p side (takes effect with the p2p package)", boolean: true, set: func(c *serveConfig, v string) error { return parseSwitch(v, &c.P2P) }},
+}
+
+func envName(flagName string) string {
+	return "QPQ_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// loadServeConfig parses args with getenv as the environment.
+func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer) (serveConfig, error) {
+	fs := flag.NewFlagSet("qpq serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configFile := fs.String("config", getenv("QPQ_CONFIG"), "TOML configuration file (env QPQ_CONFIG)")
+	var flagSets []func(*serveConfig) error // applied last, in command-line order
+	for _, o := range serveOptions {
+		record := func(v string) error {
+			flagSets = append(flagSets, func(c *serveConfig) error { return o.set(c, v) })
+			return nil
+		}
+		usage := o.usage + " (env " + envName(o.name) + ")"
+		if o.boolean {
+			fs.BoolFunc(o.name, usage, record)
+		} else {
+			fs.Func(o.name, usage, record)
+		}
+	}
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "usage: qpq serve [flags]\n\nRuns a home server. Flags win over QPQ_* environment variables, which win\nover the --config file.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return serveConfig{}, err
+		}
+		return serveConfig{}, errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "qpq serve: unexpected argument %q\n", fs.Arg(0))
+		return serveConfig{}, errUsage
+	}
+
+	c := defaultServeConfig()
+	if *configFile != "" {
+		b, err := os.ReadFile(*configFile)
+		if err != nil {
+			return serveConfig{}, fmt.Errorf("config: %w", err)
+		}
+		if err := parseConfigFile(b, &c); err != nil {
+			return serveConfig{}, fmt.Errorf("config %s: %w", *configFile, err)
+		}
+	}
+	for _, o := range serveOptions {
+		if v := getenv(envName(o.name)); v != "" {
+			if err := o.set(&c, v); err != nil {
+				return serveConfig{}, fmt.Errorf("%s: %w", envName(o.name), err)
+			}
+		}
+	}
+	for _, set := range flagSets {
+		if err := set(&c); err != nil {
+			return serveConfig{}, err
+		}
+	}
+	if c.Data == "" {
+		d, err := defaultDataDir(getenv)
+		if err != nil {
+			return serveConfig{}, err
+		}
+		c.Data = d
+	}
+	return c, c.check()
+}
+
+// parseConfigFile decodes TOML into c, refusing keys it does not know (a
+// typo must not silently keep a default).
+func parseConfigFile(b []byte, c *serveConfig) error {
+	md, err := toml.Decode(string(b), c)
+	if err != nil {
+		return err
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		return fmt.Errorf("unknown setting %q", und[0].String())
+	}
+	return c.check()
+}
+
+func (c *serveConfig) check() error {
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("tls_cert and tls_key go together: give both or neither")
+	}
+	if _, err := logLevel(c.LogLevel); err != nil {
+		return err
+	}
+	if c.TokenLifetime < 0 || c.Limits.MaxFetchWait < 0 {
+		return errors.New("durations must not be negative")
+	}
+	for _, n := range []int{c.Limits.MaxPayload, c.Limits.MaxKeyPackage, c.Limits.MaxKeyPackages, c.Limits.MaxBatchRecipients,
+		c.Limits.MaxHybridKeys, c.Limits.MaxEndpoint, c.Limits.MaxFetchBytes, c.Limits.MaxInboxDepth, c.Limits.MaxWaitsPerConn,
+		c.Limits.MaxConnections, c.Rates.PerTokenBurst, c.Rates.PerAddressBurst, c.Rates.FailedLoginsPerUserBurst, c.Rates.FailedLoginsPerAddrBurst} {
+		if n < 0 {
+			return errors.New("limits must not be negative")
+		}
+	}
+	for _, r := range []float64{c.Rates.PerToken, c.Rates.PerAddress, c.Rates.FailedLoginsPerUser, c.Rates.FailedLoginsPerAddr} {
+		if r < 0 || r != r {
+			return errors.New("rates must not be negative")
+		}
+	}
+	return nil
+}
+
+func logLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("log level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// parseSwitch accepts on/off as well as Go's boolean spellings.
+func parseSwitch(v string, out *bool) error {
+	switch strings.ToLower(v) {
+	case "on", "yes":
+		*out = true
+		return nil
+	case "off", "no":
+		*out = false
+		return nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return fmt.Errorf("%q is not on or off", v)
+	}
+	*out = b
+	return nil
+}
+
+func parseDuration(v string, out *time.Duration) error {
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return fmt.Errorf("%q is not a duration like 24h or 90m", v)
+	}
+	*out = d
+	return nil
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// relayConfig turns the command's configuration into the relay's.
+func (c *serveConfig) relayConfig(logger *slog.Logger) relay.Config {
+	l, r := c.Limits, c.Rates
+	return relay.Config{
+		DataDir: c.Data,
+		Limits: relay.Limits{
+			MaxPayload: l.MaxPayload, MaxKeyPackage: l.MaxKeyPackage, MaxKeyPackages: l.MaxKeyPackages,
+			MaxBatchRecipients: l.MaxBatchRecipients, MaxHybridKeys: l.MaxHybridKeys, MaxEndpoint: l.MaxEndpoint,
+			MaxFetchBytes: l.MaxFetchBytes, MaxInboxDepth: l.MaxInboxDepth, MaxWaitsPerConn: l.MaxWaitsPerConn,
+		},
+		Rates: relay.RateLimits{
+			Off:                 !c.RateLimit,
+			PerToken:            relay.Rate{PerSecond: r.PerToken, Burst: r.PerTokenBurst},
+			PerAddress:          relay.Rate{PerSecond: r.PerAddress, Burst: r.PerAddressBurst},
+			FailedLoginsPerUser: relay.Rate{PerSecond: r.FailedLoginsPerUser, Burst: r.FailedLoginsPerUserBurst},
+			FailedLoginsPerAddr: relay.Rate{PerSecond: r.FailedLoginsPerAddr, Burst: r.FailedLoginsPerAddrBurst},
+		},
+		TokenLifetime: c.TokenLifetime,
+		MaxFetchWait:  l.MaxFetchWait,
+		Logger:        logger,
+	}
+}

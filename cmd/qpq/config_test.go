@@ -1,0 +1,182 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quicproquo/qpq/relay"
+	"github.com/quicproquo/qpq/relay/store"
+	"github.com/quicproquo/qpq/rpc"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestConfigPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "qpq.toml")
+	os.WriteFile(file, []byte(`
+listen = "127.0.0.1:1000"
+data = "/from/file"
+metrics = "127.0.0.1:9000"
+token_lifetime = "2h"
+rate_limit = true
+mdns_iface = ["eth0"]
+
+[limits]
+max_payload = 4096
+max_fetch_wait = "30s"
+
+[rate_limits]
+per_token = 10
+`), 0o600)
+	getenv := env(map[string]string{
+		"QPQ_CONFIG":     file,
+		"QPQ_LISTEN":     "127.0.0.1:2000",
+		"QPQ_RATE_LIMIT": "off",
+		"QPQ_MDNS_IFACE": "eth1, eth2",
+	})
+	c, err := loadServeConfig([]string{"--listen", "127.0.0.1:3000", "--mdns=false"}, getenv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case c.Listen != "127.0.0.1:3000":
+		t.Errorf("listen %q: the flag must win", c.Listen)
+	case c.Data != "/from/file":
+		t.Errorf("data %q: the file's value must hold", c.Data)
+	case c.RateLimit:
+		t.Error("rate limit on: the environment must win over the file")
+	case c.MDNS:
+		t.Error("mdns on after --mdns=false")
+	case !c.P2P:
+		t.Error("p2p off by default")
+	case strings.Join(c.MDNSIfaces, ",") != "eth1,eth2":
+		t.Errorf("mdns ifaces %v", c.MDNSIfaces)
+	case c.TokenLifetime != 2*time.Hour || c.Limits.MaxPayload != 4096 || c.Limits.MaxFetchWait != 30*time.Second || c.Rates.PerToken != 10:
+		t.Errorf("file values lost: %+v", c)
+	}
+	rc := c.relayConfig(nil)
+	if !rc.Rates.Off || rc.Limits.MaxPayload != 4096 || rc.TokenLifetime != 2*time.Hour {
+		t.Errorf("relay config %+v", rc)
+	}
+
+	// --rate-limit=off and a bare --rate-limit.
+	c, _ = loadServeConfig([]string{"--rate-limit=off", "--data", dir}, env(nil), io.Discard)
+	if c.RateLimit {
+		t.Error("--rate-limit=off left limits on")
+	}
+	c, _ = loadServeConfig([]string{"--rate-limit=off", "--rate-limit", "--data", dir}, env(nil), io.Discard)
+	if !c.RateLimit {
+		t.Error("the last flag did not win")
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	c, err := loadServeConfig(nil, env(map[string]string{"XDG_DATA_HOME": "/xdg"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Data != "/xdg/quicproquo/server" || c.Listen != DefaultListen || !c.RateLimit || !c.MDNS || !c.P2P {
+		t.Errorf("defaults %+v", c)
+	}
+	c, _ = loadServeConfig(nil, env(map[string]string{"HOME": "/home/u"}), io.Discard)
+	if c.Data != "/home/u/.local/share/quicproquo/server" {
+		t.Errorf("data without XDG_DATA_HOME = %q", c.Data)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	write := func(s string) string {
+		f := filepath.Join(dir, "c.toml")
+		os.WriteFile(f, []byte(s), 0o600)
+		return f
+	}
+	for name, args := range map[string][]string{
+		"unknown key":       {"--config", write(`listn = "x"`)},
+		"unknown table key": {"--config", write("[limits]\nmax_payloads = 1")},
+		"bad duration":      {"--token-lifetime", "soon"},
+		"bad switch":        {"--rate-limit=maybe"},
+		"cert without key":  {"--tls-cert", "c.pem"},
+		"bad log level":     {"--log-level", "loud"},
+		"negative limit":    {"--config", write("[limits]\nmax_payload = -1")},
+		"missing file":      {"--config", filepath.Join(dir, "nope.toml")},
+		"stray argument":    {"extra"},
+		"unknown flag":      {"--nope"},
+	} {
+		if _, err := loadServeConfig(append(args, "--data", dir), env(nil), io.Discard); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if _, err := loadServeConfig([]string{"-h"}, env(nil), io.Discard); !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("-h: %v", err)
+	}
+}
+
+// FuzzConfigFile: the configuration file is operator input; any bytes must
+// give a config or an error, never a panic.
+func FuzzConfigFile(f *testing.F) {
+	f.Add([]byte("listen = \"0.0.0.0:7443\"\n[limits]\nmax_payload = 10\n"))
+	f.Add([]byte("token_lifetime = 5\nmdns_iface = [\"a\", \"b\"]"))
+	f.Add([]byte("[rate_limits]\nper_token = nan"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c := defaultServeConfig()
+		if err := parseConfigFile(b, &c); err == nil {
+			if c.TokenLifetime < 0 || c.Limits.MaxPayload < 0 {
+				t.Fatalf("accepted a negative value: %+v", c)
+			}
+		}
+	})
+}
+
+// TestOperationsExampleParses keeps the example in docs/OPERATIONS.md
+// true: its TOML block must load.
+func TestOperationsExampleParses(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/OPERATIONS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "```toml\n")
+	block, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("no toml block in docs/OPERATIONS.md")
+	}
+	c := defaultServeConfig()
+	if err := parseConfigFile([]byte(block), &c); err != nil {
+		t.Fatalf("the documented example does not load: %v", err)
+	}
+	// The example spells out the defaults; they must be the code's.
+	l, r := c.Limits, c.Rates
+	for name, pair := range map[string][2]float64{
+		"max_payload":                     {float64(l.MaxPayload), relay.DefaultMaxPayload},
+		"max_key_package":                 {float64(l.MaxKeyPackage), relay.DefaultMaxKeyPackage},
+		"max_key_packages":                {float64(l.MaxKeyPackages), store.DefaultMaxKeyPackages},
+		"max_batch_recipients":            {float64(l.MaxBatchRecipients), relay.DefaultMaxBatchRecipients},
+		"max_hybrid_keys":                 {float64(l.MaxHybridKeys), relay.DefaultMaxHybridKeys},
+		"max_endpoint":                    {float64(l.MaxEndpoint), relay.DefaultMaxEndpoint},
+		"max_fetch_bytes":                 {float64(l.MaxFetchBytes), relay.DefaultMaxFetchBytes},
+		"max_inbox_depth":                 {float64(l.MaxInboxDepth), store.DefaultMaxInboxDepth},
+		"max_waits_per_connection":        {float64(l.MaxWaitsPerConn), relay.DefaultMaxWaitsPerConn},
+		"max_connections":                 {float64(l.MaxConnections), rpc.DefaultMaxConnections},
+		"max_fetch_wait":                  {l.MaxFetchWait.Seconds(), relay.DefaultMaxFetchWait.Seconds()},
+		"per_token":                       {r.PerToken, relay.DefaultPerToken.PerSecond},
+		"per_token_burst":                 {float64(r.PerTokenBurst), float64(relay.DefaultPerToken.Burst)},
+		"per_address":                     {r.PerAddress, relay.DefaultPerAddress.PerSecond},
+		"per_address_burst":               {float64(r.PerAddressBurst), float64(relay.DefaultPerAddress.Burst)},
+		"failed_logins_per_user":          {math.Round(r.FailedLoginsPerUser * 1e4), math.Round(relay.DefaultFailedLoginsPerUser.PerSecond * 1e4)},
+		"failed_logins_per_user_burst":    {float64(r.FailedLoginsPerUserBurst), float64(relay.DefaultFailedLoginsPerUser.Burst)},
+		"failed_logins_per_address":       {r.FailedLoginsPerAddr, relay.DefaultFailedLoginsPerAddr.PerSecond},
+		"failed_logins_per_address_burst": {float64(r.FailedLoginsPerAddrBurst), float64(relay.DefaultFailedLoginsPerAddr.Burst)},
+	} {
+		if pair[0] != pair[1] {
+			t.Errorf("docs/OPERATIONS.md says %s = %v, the code's default is %v", name, pair[0], pair[1])
+		}
+	}
+}

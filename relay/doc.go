@@ -1,0 +1,26 @@
+// Package relay is the quicproquo home server: the NodeService
+// (schema/node.capnp) implementation that stores and forwards ciphertext
+// for registered users.
+//
+// A Relay owns the durable state (relay/store), the accounts (relay/auth),
+// the rate limiters (relay/ratelimit) and the Prometheus metrics. Each
+// connection gets its own Service, which knows who is calling through an
+// Authenticator: TokenAuthenticator checks the session token in a call's
+// Auth (clients over QUIC), while a node answering NodeService for itself
+// over the P2P link plugs in one that names the authenticated libp2p
+// peer and turns accounts off.
+//
+// # Semantics (see docs/PROTOCOL.md for the full contract)
+//
+//   - Every method except health and opaque* requires a valid caller.
+//   - Keys are 32 bytes and every version field is 1, else invalid-argument.
+//   - Inboxes are (recipient, channel). enqueue needs an empty channel (the
+//     default inbox) or a channel whose members are the caller and the
+//     recipient; fetch, fetchWait, peek and ack only the caller's own.
+//   - Writes are on disk before the reply; seq never repeats in an inbox.
+//   - fetchWait returns at once when messages wait, else when one arrives
+//     (woken by the commit, no polling), else empty after min(timeoutMs,
+//     MaxFetchWait).
+//   - Calls on one connection run one at a time in arrival order, except
+//     fetchWait, which waits aside so the connection stays usable.
+package relay
