@@ -105,6 +105,7 @@ func authedCalls(self []byte) map[string]func(c *rpc.Client) error {
 		"fetch":            func(c *rpc.Client) error { _, err := c.Fetch(bg, self, nil, 0); return err },
 		"fetchWait":        func(c *rpc.Client) error { _, err := c.FetchWait(bg, self, nil, 0, 0); return err },
 		"peek":             func(c *rpc.Client) error { _, err := c.Peek(bg, self, nil, 0); return err },
+		"peekWait":         func(c *rpc.Client) error { _, err := c.PeekWait(bg, self, nil, 0, 0); return err },
 		"ack":              func(c *rpc.Client) error { return c.Ack(bg, self, nil, 1) },
 		"uploadHybridKey":  func(c *rpc.Client) error { return c.UploadHybridKey(bg, self, make([]byte, HybridKeySize)) },
 		"fetchHybridKey":   func(c *rpc.Client) error { _, err := c.FetchHybridKey(bg, peer); return err },
@@ -153,7 +154,7 @@ func TestEveryMethodNeedsAValidToken(t *testing.T) {
 		// A valid token of someone else: calls on alice's own data are
 		// denied, never served.
 		c.SetToken(fresh.c.Token())
-		for _, method := range []string{"uploadKeyPackage", "fetch", "fetchWait", "peek", "ack", "uploadHybridKey", "publishEndpoint"} {
+		for _, method := range []string{"uploadKeyPackage", "fetch", "fetchWait", "peek", "peekWait", "ack", "uploadHybridKey", "publishEndpoint"} {
 			wantCode(t, method+" with another's token", authedCalls(alice.id)[method](c), errcode.PermissionDenied)
 		}
 

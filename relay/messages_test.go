@@ -130,6 +130,8 @@ func TestOwnInboxOnly(t *testing.T) {
 		wantCode(t, "fetchWait of another's inbox", err, errcode.PermissionDenied)
 		_, err = alice.c.Peek(bg, bob.id, nil, 0)
 		wantCode(t, "peek of another's inbox", err, errcode.PermissionDenied)
+		_, err = alice.c.PeekWait(bg, bob.id, nil, time.Millisecond, 0)
+		wantCode(t, "peekWait of another's inbox", err, errcode.PermissionDenied)
 		wantCode(t, "ack of another's inbox", alice.c.Ack(bg, bob.id, nil, 10), errcode.PermissionDenied)
 
 		ch, _, _ := alice.c.CreateChannel(bg, bob.id)
@@ -278,6 +280,58 @@ func TestFetchWait(t *testing.T) {
 		alice.c.Enqueue(bg, bob.id, nil, []byte("two"))
 		if err := <-done; err != nil {
 			t.Fatal(err)
+		}
+	})
+}
+
+// TestPeekWait: the non-destructive long-poll returns waiting messages at
+// once, is woken by an enqueue, times out empty, and never removes anything
+// (ack does), so a reader that crashes after reading loses nothing.
+func TestPeekWait(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	t.Run("", func(t *testing.T) {
+		s := startServer(t, Config{MaxFetchWait: 200 * time.Millisecond, Limits: Limits{MaxWaitsPerConn: 1}})
+		alice, bob := s.newUser("alice"), s.newUser("bob")
+
+		if got, err := bob.c.PeekWait(bg, bob.id, nil, 10*time.Millisecond, 0); err != nil || len(got) != 0 {
+			t.Fatalf("peekWait on an empty inbox = %v, %v", got, err)
+		}
+		if got, err := bob.c.PeekWait(bg, bob.id, nil, time.Hour, 0); err != nil || len(got) != 0 {
+			t.Fatalf("capped peekWait = %v, %v", got, err)
+		}
+
+		res := make(chan []rpcEnvelope, 1)
+		go func() {
+			got, err := bob.c.PeekWait(bg, bob.id, nil, time.Minute, 0)
+			if err != nil {
+				t.Error(err)
+			}
+			res <- conv(got)
+		}()
+		waitForWaiters(t, s, 1)
+		// The waiting call counts against the same per-connection limit.
+		_, err := bob.c.FetchWait(bg, bob.id, nil, time.Minute, 0)
+		wantCode(t, "fetchWait beside a peekWait over the limit", err, errcode.ResourceExhausted)
+		alice.c.Enqueue(bg, bob.id, nil, []byte("one"))
+		if got := <-res; len(got) != 1 || string(got[0].Data) != "one" || got[0].Seq != 1 {
+			t.Fatalf("woken peekWait = %v", got)
+		}
+
+		// Nothing was removed: the next peekWait returns it again at once,
+		// together with a newer one, in seq order, honouring the limit.
+		alice.c.Enqueue(bg, bob.id, nil, []byte("two"))
+		got, err := bob.c.PeekWait(bg, bob.id, nil, time.Hour, 0)
+		if err != nil || len(got) != 2 || got[0].Seq != 1 || got[1].Seq != 2 {
+			t.Fatalf("second peekWait = %v, %v", conv(got), err)
+		}
+		if got, err := bob.c.PeekWait(bg, bob.id, nil, time.Hour, 1); err != nil || len(got) != 1 || got[0].Seq != 1 {
+			t.Fatalf("peekWait limit 1 = %v, %v", conv(got), err)
+		}
+		if err := bob.c.Ack(bg, bob.id, nil, 1); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := bob.c.PeekWait(bg, bob.id, nil, time.Hour, 0); err != nil || len(got) != 1 || got[0].Seq != 2 {
+			t.Fatalf("peekWait after ack = %v, %v", conv(got), err)
 		}
 	})
 }

@@ -375,6 +375,14 @@ func (s *Service) drain(in store.Inbox, limit uint32) ([]store.Envelope, error) 
 	return envs, nil
 }
 
+func (s *Service) peek(in store.Inbox, limit uint32) ([]store.Envelope, error) {
+	envs, err := s.r.st.Peek(in, int(limit), s.r.cfg.Limits.MaxFetchBytes)
+	if err != nil {
+		return nil, internalErr(err)
+	}
+	return envs, nil
+}
+
 // Fetch drains the caller's inbox.
 func (s *Service) Fetch(ctx context.Context, call schema.NodeService_fetch) error {
 	return s.done("fetch", func() error {
@@ -400,30 +408,52 @@ func (s *Service) Fetch(ctx context.Context, call schema.NodeService_fetch) erro
 func (s *Service) FetchWait(ctx context.Context, call schema.NodeService_fetchWait) error {
 	// Wait aside: the connection's next calls must not queue behind us.
 	call.Go()
-	return s.done("fetchWait", func() error {
-		p := call.Args()
-		in, err := s.ownInbox(ctx, inboxArgs{p.Auth, p.Version(), p.RecipientKey, p.ChannelId})
-		if err != nil {
-			return err
-		}
-		if n := s.waits.Add(1); n > int32(s.r.cfg.Limits.MaxWaitsPerConn) {
-			s.waits.Add(-1)
-			return errcode.Errorf(errcode.ResourceExhausted, "more than %d fetchWait calls at once on this connection", s.r.cfg.Limits.MaxWaitsPerConn)
-		}
-		defer s.waits.Add(-1)
-		envs, err := s.fetchWait(ctx, in, p.Limit(), time.Duration(min(p.TimeoutMs(), uint64(s.r.cfg.MaxFetchWait/time.Millisecond)))*time.Millisecond)
-		if err != nil {
-			return err
-		}
-		res, err := call.AllocResults()
-		if err != nil {
-			return err
-		}
-		return setEnvelopes(res.NewPayloads, envs)
-	}())
+	p := call.Args()
+	return s.done("fetchWait", longPoll(ctx, s, inboxArgs{p.Auth, p.Version(), p.RecipientKey, p.ChannelId},
+		p.TimeoutMs(), p.Limit(), s.drain, func() (schema.NodeService_fetchWait_Results, error) { return call.AllocResults() }))
 }
 
-func (s *Service) fetchWait(ctx context.Context, in store.Inbox, limit uint32, timeout time.Duration) ([]store.Envelope, error) {
+// PeekWait is peek that, when the inbox is empty, waits like fetchWait;
+// nothing is removed (ack does that), so a client that crashes before it
+// stored what it read loses nothing.
+func (s *Service) PeekWait(ctx context.Context, call schema.NodeService_peekWait) error {
+	call.Go()
+	p := call.Args()
+	return s.done("peekWait", longPoll(ctx, s, inboxArgs{p.Auth, p.Version(), p.RecipientKey, p.ChannelId},
+		p.TimeoutMs(), p.Limit(), s.peek, func() (schema.NodeService_peekWait_Results, error) { return call.AllocResults() }))
+}
+
+// envelopeResults are the results of every call that returns payloads.
+type envelopeResults interface {
+	NewPayloads(int32) (schema.Envelope_List, error)
+}
+
+// longPoll runs fetchWait or peekWait: take (drain or peek) at once, else
+// when a message arrives, else nothing after the capped timeout.
+func longPoll[R envelopeResults](ctx context.Context, s *Service, a inboxArgs, timeoutMs uint64, limit uint32,
+	take func(store.Inbox, uint32) ([]store.Envelope, error), alloc func() (R, error)) error {
+	in, err := s.ownInbox(ctx, a)
+	if err != nil {
+		return err
+	}
+	if n := s.waits.Add(1); n > int32(s.r.cfg.Limits.MaxWaitsPerConn) {
+		s.waits.Add(-1)
+		return errcode.Errorf(errcode.ResourceExhausted, "more than %d waiting calls (fetchWait, peekWait) at once on this connection", s.r.cfg.Limits.MaxWaitsPerConn)
+	}
+	defer s.waits.Add(-1)
+	timeout := time.Duration(min(timeoutMs, uint64(s.r.cfg.MaxFetchWait/time.Millisecond))) * time.Millisecond
+	envs, err := s.wait(ctx, in, limit, timeout, take)
+	if err != nil {
+		return err
+	}
+	res, err := alloc()
+	if err != nil {
+		return err
+	}
+	return setEnvelopes(res.NewPayloads, envs)
+}
+
+func (s *Service) wait(ctx context.Context, in store.Inbox, limit uint32, timeout time.Duration, take func(store.Inbox, uint32) ([]store.Envelope, error)) ([]store.Envelope, error) {
 	// Subscribe before the first look, so an enqueue between the look and
 	// the wait still wakes us.
 	wake, stop := s.r.st.Wait(in)
@@ -433,7 +463,7 @@ func (s *Service) fetchWait(ctx context.Context, in store.Inbox, limit uint32, t
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	for {
-		envs, err := s.drain(in, limit)
+		envs, err := take(in, limit)
 		if err != nil || len(envs) > 0 {
 			return envs, err
 		}
@@ -456,9 +486,9 @@ func (s *Service) Peek(ctx context.Context, call schema.NodeService_peek) error 
 		if err != nil {
 			return err
 		}
-		envs, err := s.r.st.Peek(in, int(p.Limit()), s.r.cfg.Limits.MaxFetchBytes)
+		envs, err := s.peek(in, p.Limit())
 		if err != nil {
-			return internalErr(err)
+			return err
 		}
 		res, err := call.AllocResults()
 		if err != nil {

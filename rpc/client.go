@@ -196,7 +196,7 @@ func (c *Client) BatchEnqueue(ctx context.Context, recipients [][]byte, channel,
 	return seqs, nil
 }
 
-// inboxParams are the parameters fetch, fetchWait and peek share.
+// inboxParams are the parameters fetch, fetchWait, peek and peekWait share.
 type inboxParams interface {
 	SetVersion(uint16)
 	SetLimit(uint32)
@@ -254,6 +254,23 @@ func (c *Client) Peek(ctx context.Context, recipient, channel []byte, limit uint
 		return nil, callError(ctx, "peek", err)
 	}
 	return envelopes(ctx, "peek", res.Payloads)
+}
+
+// PeekWait is Peek that, when the inbox is empty, waits up to timeout for
+// a message to arrive (the server caps the wait) and returns an empty list
+// if none does. Nothing is removed: Ack what was durably processed, so a
+// crash in between loses nothing (a quicproquo extension, ordinal 21).
+func (c *Client) PeekWait(ctx context.Context, recipient, channel []byte, timeout time.Duration, limit uint32) ([]Envelope, error) {
+	f, release := c.ns.PeekWait(ctx, func(p schema.NodeService_peekWait_Params) error {
+		p.SetTimeoutMs(uint64(max(timeout, 0) / time.Millisecond))
+		return c.inbox(p, recipient, channel, limit)
+	})
+	defer release()
+	res, err := f.Struct()
+	if err != nil {
+		return nil, callError(ctx, "peekWait", err)
+	}
+	return envelopes(ctx, "peekWait", res.Payloads)
 }
 
 // Ack removes every queued message with seq <= seqUpTo.

@@ -75,6 +75,12 @@ resolveUser @19 (username :Text, auth :Auth) -> (identityKey :Data);
 # Reverse lookup: resolve an Ed25519 identity key to the registered username.
 # Returns empty Text if the identity key is not associated with any user.
 resolveIdentity @20 (identityKey :Data, auth :Auth) -> (username :Text);
+# ── quicproquo extensions (new ordinals only; see docs/PROTOCOL.md) ──────────
+# Long-poll without removing: wait up to timeoutMs for payloads, then return
+# them like peek (sorted by seq, nothing removed). Use `ack` once processed,
+# so a client that crashes before storing what it read loses nothing.
+peekWait @21 (recipientKey :Data, channelId :Data, version :UInt16, timeoutMs :UInt64, auth :Auth, limit :UInt32) -> (payloads :List(Envelope));
+# ── end of extensions ──────────────────────────────────────────────────────
 }
 struct Auth {
 version @0 :UInt16; # 1 = token-based auth (required)

@@ -6,8 +6,9 @@ import (
 	"testing"
 )
 
-// The Go annotations are the only lines schema/node.capnp may add to the
-// upstream interface file; everything else must match it exactly.
+// The Go annotations and the extensions block are the only lines
+// schema/node.capnp may add to the upstream interface file; everything else
+// must match it exactly.
 var goAnnotationLines = map[string]bool{
 	"": true,
 	"# Go annotations only; everything below is spec/node.capnp unchanged.": true,
@@ -15,6 +16,13 @@ var goAnnotationLines = map[string]bool{
 	`$Go.package("schema");`:                                                true,
 	`$Go.import("github.com/quicproquo/qpq/schema");`:                       true,
 }
+
+// Methods we add live between these two comment lines and use new ordinals
+// only (DESIGN.md); everything outside them must be the spec unchanged.
+const (
+	extensionsBegin = "# ── quicproquo extensions"
+	extensionsEnd   = "# ── end of extensions"
+)
 
 func TestNodeCapnpMatchesSpec(t *testing.T) {
 	ours, err := os.ReadFile("node.capnp")
@@ -26,8 +34,16 @@ func TestNodeCapnpMatchesSpec(t *testing.T) {
 		t.Fatal(err)
 	}
 	var stripped []string
+	inExtensions := false
 	for _, l := range strings.Split(string(ours), "\n") {
-		if goAnnotationLines[l] {
+		switch {
+		case strings.HasPrefix(l, extensionsBegin):
+			inExtensions = true
+			continue
+		case strings.HasPrefix(l, extensionsEnd):
+			inExtensions = false
+			continue
+		case inExtensions || goAnnotationLines[l]:
 			continue
 		}
 		stripped = append(stripped, l)

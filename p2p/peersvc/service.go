@@ -445,6 +445,10 @@ func (s *server) ResolveEndpoint(context.Context, schema.NodeService_resolveEndp
 	return notOffered("resolveEndpoint")
 }
 
+func (s *server) PeekWait(context.Context, schema.NodeService_peekWait) error {
+	return notOffered("peekWait")
+}
+
 func (s *server) Peek(context.Context, schema.NodeService_peek) error {
 	return notOffered("peek")
 }
