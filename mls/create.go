@@ -247,4 +247,3 @@ func (g *Group) ProposeUpdate(wf WireFormat) (*MLSMessage, []byte, error) {
 	g.pendingUpdates = append(g.pendingUpdates, nodeKey{priv: priv, pub: pub})
 	return m, ref, nil
 }
-
