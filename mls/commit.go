@@ -8,23 +8,68 @@ import (
 )
 
 // resolvedProposal is a proposal of a Commit with its original sender.
+// optional marks a cached proposal a committer includes only if it is
+// valid; anything else in the list must be.
 type resolvedProposal struct {
 	proposal Proposal
 	sender   Sender
+	ref      []byte // nil when by value
+	optional bool
+	// successor allows the reinit or branch PSK of the first Commit of a
+	// group that succeeds another (RFC 9420 §11.2, §11.3).
+	successor bool
+}
+
+// SkippedProposal is a cached proposal a Commit left out because it was
+// not valid, alone or together with the rest of the list (RFC 9420 §12.2).
+type SkippedProposal struct {
+	Ref      []byte
+	Sender   Sender
+	Proposal Proposal
+	Reason   error
+}
+
+// CommittedProposal is a proposal a Commit applied.
+type CommittedProposal struct {
+	Ref      []byte // nil for a proposal sent by value in the Commit
+	Sender   Sender
+	Proposal Proposal
 }
 
 // appliedProposals is the outcome of applying a proposal list to a copy
 // of the tree and the group context extensions (RFC 9420 §12.3).
 type appliedProposals struct {
+	list         []resolvedProposal // the valid ones, in list order
+	skipped      []SkippedProposal
 	tree         *ratchetTree
 	extensions   Extensions
 	added        []LeafIndex
 	addedKPs     []*KeyPackage
-	removed      []LeafIndex
+	removed      []Member
 	psks         []PreSharedKeyID
 	externalInit *ExternalInitProposal
 	reinit       *ReInitProposal
 	pathRequired bool
+	// externalRemove is the leaf an external joiner replaces, when
+	// hasExternalRemove.
+	externalRemove    LeafIndex
+	hasExternalRemove bool
+}
+
+func (a *appliedProposals) committed() []CommittedProposal {
+	out := make([]CommittedProposal, len(a.list))
+	for i, rp := range a.list {
+		out[i] = CommittedProposal{Ref: clone(rp.ref), Sender: rp.sender, Proposal: rp.proposal}
+	}
+	return out
+}
+
+func (a *appliedProposals) removedLeaves() []LeafIndex {
+	out := make([]LeafIndex, len(a.removed))
+	for i, m := range a.removed {
+		out[i] = m.Leaf
+	}
+	return out
 }
 
 // resolveProposals turns a Commit's ProposalOrRefs into proposals, looking
@@ -39,156 +84,299 @@ func (g *Group) resolveProposals(c *Commit, committer Sender) ([]resolvedProposa
 		if committer.Type == SenderTypeNewMemberCommit {
 			return nil, fmt.Errorf("%w: external commit refers to a proposal", ErrInvalidCommit)
 		}
-		found := false
-		for _, cp := range g.proposals {
-			if bytes.Equal(cp.ref, por.Reference) {
-				out = append(out, resolvedProposal{proposal: cp.proposal, sender: cp.sender})
-				found = true
-				break
-			}
-		}
-		if !found {
+		cp := g.cachedProposal(por.Reference)
+		if cp == nil {
 			return nil, ErrUnknownProposal
 		}
+		out = append(out, resolvedProposal{proposal: cp.proposal, sender: cp.sender, ref: cp.ref})
 	}
 	return out, nil
 }
 
+func (g *Group) cachedProposal(ref []byte) *cachedProposal {
+	for i := range g.proposals {
+		if bytes.Equal(g.proposals[i].ref, ref) {
+			return &g.proposals[i]
+		}
+	}
+	return nil
+}
+
+// proposalFilter applies the validity rules of a proposal list. A rule
+// broken by an optional proposal drops that proposal; broken by any other,
+// it fails the list.
+type proposalFilter struct {
+	list    []resolvedProposal
+	dropped []bool
+	skipped []SkippedProposal
+}
+
+// drop leaves proposal i out for reason err, or returns err when i is not
+// optional.
+func (f *proposalFilter) drop(i int, err error) error {
+	if !f.list[i].optional {
+		return err
+	}
+	if !f.dropped[i] {
+		f.dropped[i] = true
+		rp := f.list[i]
+		f.skipped = append(f.skipped, SkippedProposal{Ref: clone(rp.ref), Sender: rp.sender, Proposal: rp.proposal, Reason: err})
+	}
+	return nil
+}
+
+// prefer keeps proposal keep over proposal other when they conflict,
+// dropping other, or keep when only keep is optional. It returns the index
+// kept.
+func (f *proposalFilter) prefer(keep, other int, err error) (int, error) {
+	if f.list[other].optional {
+		return keep, f.drop(other, err)
+	}
+	if f.list[keep].optional {
+		return other, f.drop(keep, err)
+	}
+	return keep, err
+}
+
 // applyProposals validates a proposal list for a Commit by committer
-// (RFC 9420 §12.2) and applies it to a copy of the tree (§12.3).
+// (RFC 9420 §12.2) and applies it to a copy of the tree (§12.3). Invalid
+// optional proposals are left out (and listed in skipped); any other
+// invalid proposal fails the list. When several proposals conflict, the
+// committer's preferences of §12.2 decide: a Remove over Updates for the
+// same leaf, the most recent Update, the last GroupContextExtensions, any
+// other proposal over a ReInit.
 func (g *Group) applyProposals(list []resolvedProposal, committer Sender) (*appliedProposals, error) {
 	external := committer.Type == SenderTypeNewMemberCommit
-	a := &appliedProposals{tree: g.tree.clone(), extensions: g.ctx.Extensions, pathRequired: len(list) == 0}
-	var updates, removes, adds []resolvedProposal
-	var gce *GroupContextExtensionsProposal
-	touched := map[LeafIndex]bool{} // leaves with an Update or Remove
-	var pskIDs [][]byte
-	counts := map[ProposalType]int{}
-	for _, rp := range list {
-		t := rp.proposal.ProposalType()
-		counts[t]++
-		switch t {
-		case ProposalTypeUpdate, ProposalTypeRemove, ProposalTypeExternalInit, ProposalTypeGroupContextExtensions:
-			a.pathRequired = true
-		}
+	f := &proposalFilter{list: list, dropped: make([]bool, len(list))}
+	a := &appliedProposals{tree: g.tree.clone(), extensions: g.ctx.Extensions}
+	t := a.tree
+	fail := func(i int, format string, args ...any) error {
+		return f.drop(i, fmt.Errorf("%w: "+format, append([]any{ErrInvalidProposal}, args...)...))
+	}
+
+	// Per-proposal rules and conflicts between proposals.
+	updates := map[LeafIndex]int{}
+	removes := map[LeafIndex]int{}
+	psks := map[string]int{}
+	gce, reinit, externalInit := -1, -1, -1
+	for i, rp := range list {
+		var err error
 		switch p := rp.proposal.(type) {
 		case *AddProposal:
-			adds = append(adds, rp)
+			if external {
+				err = fail(i, "add in an external commit")
+			}
 		case *UpdateProposal:
-			if rp.sender.Type != SenderTypeMember {
-				return nil, fmt.Errorf("%w: update from a non-member", ErrInvalidProposal)
-			}
-			if committer.Type == SenderTypeMember && rp.sender.Index == committer.Index {
-				return nil, fmt.Errorf("%w: committer's own update", ErrInvalidProposal)
-			}
 			l := LeafIndex(rp.sender.Index)
-			if touched[l] {
-				return nil, fmt.Errorf("%w: two updates or removes for leaf %d", ErrInvalidProposal, l)
-			}
-			touched[l] = true
-			updates = append(updates, rp)
-		case *RemoveProposal:
-			if committer.Type == SenderTypeMember && uint32(p.Removed) == committer.Index {
-				return nil, fmt.Errorf("%w: committer removes itself", ErrInvalidProposal)
-			}
-			if touched[p.Removed] {
-				return nil, fmt.Errorf("%w: two updates or removes for leaf %d", ErrInvalidProposal, p.Removed)
-			}
-			touched[p.Removed] = true
-			removes = append(removes, rp)
-		case *PreSharedKeyProposal:
-			id := &p.PSK
-			if id.Type == PSKTypeResumption && id.Usage != ResumptionPSKUsageApplication {
-				return nil, fmt.Errorf("%w: resumption PSK with usage %d in a proposal", ErrInvalidProposal, id.Usage)
-			}
-			if len(id.PSKNonce) != g.suite.Nh() {
-				return nil, fmt.Errorf("%w: PSK nonce of %d bytes", ErrInvalidProposal, len(id.PSKNonce))
-			}
-			enc := codec.Marshal(id)
-			for _, prev := range pskIDs {
-				if bytes.Equal(prev, enc) {
-					return nil, fmt.Errorf("%w: the same PSK twice", ErrInvalidProposal)
+			switch {
+			case external:
+				err = fail(i, "update in an external commit")
+			case rp.sender.Type != SenderTypeMember:
+				err = fail(i, "update from a non-member")
+			case committer.Type == SenderTypeMember && rp.sender.Index == committer.Index:
+				err = fail(i, "committer's own update (the path replaces it)")
+			case t.leaf(l) == nil:
+				err = fail(i, "update from blank leaf %d", l)
+			default:
+				if j, ok := updates[l]; ok {
+					updates[l], err = f.prefer(i, j, fmt.Errorf("%w: two updates for leaf %d", ErrInvalidProposal, l))
+				} else {
+					updates[l] = i
 				}
 			}
-			pskIDs = append(pskIDs, enc)
-			a.psks = append(a.psks, *id)
-		case *ReInitProposal:
-			if p.Version < g.ctx.Version {
-				return nil, fmt.Errorf("%w: reinit to an older version", ErrInvalidProposal)
+		case *RemoveProposal:
+			l := p.Removed
+			switch {
+			case committer.Type == SenderTypeMember && uint32(l) == committer.Index:
+				err = fail(i, "committer removes itself")
+			case t.leaf(l) == nil:
+				err = fail(i, "remove of blank leaf %d", l)
+			default:
+				if j, ok := removes[l]; ok {
+					removes[l], err = f.prefer(j, i, fmt.Errorf("%w: two removes of leaf %d", ErrInvalidProposal, l))
+				} else {
+					removes[l] = i
+				}
 			}
-			a.reinit = p
+		case *PreSharedKeyProposal:
+			id := &p.PSK
+			enc := string(codec.Marshal(id))
+			switch {
+			case id.Type == PSKTypeResumption && id.Usage != ResumptionPSKUsageApplication && !rp.successor:
+				err = fail(i, "resumption PSK with usage %d in a proposal", id.Usage)
+			case len(id.PSKNonce) != g.suite.Nh():
+				err = fail(i, "PSK nonce of %d bytes", len(id.PSKNonce))
+			default:
+				if j, ok := psks[enc]; ok {
+					_, err = f.prefer(j, i, fmt.Errorf("%w: the same PSK twice", ErrInvalidProposal))
+				} else if rp.optional {
+					if _, e := g.resolvePSKs([]PreSharedKeyID{*id}); e != nil {
+						err = f.drop(i, e)
+						break
+					}
+					psks[enc] = i
+				} else {
+					psks[enc] = i
+				}
+			}
+		case *ReInitProposal:
+			switch {
+			case external:
+				err = fail(i, "reinit in an external commit")
+			case p.Version < g.ctx.Version:
+				err = fail(i, "reinit to an older version")
+			case reinit >= 0:
+				reinit, err = f.prefer(i, reinit, fmt.Errorf("%w: two reinits", ErrInvalidProposal))
+			default:
+				reinit = i
+			}
 		case *ExternalInitProposal:
-			a.externalInit = p
+			switch {
+			case !external:
+				err = fail(i, "ExternalInit in a member's commit")
+			case externalInit >= 0:
+				err = fail(i, "two ExternalInits")
+			default:
+				externalInit = i
+			}
 		case *GroupContextExtensionsProposal:
-			gce = p
+			switch {
+			case external:
+				err = fail(i, "group context extensions in an external commit")
+			case gce >= 0:
+				gce, err = f.prefer(i, gce, fmt.Errorf("%w: more than one GroupContextExtensions", ErrInvalidProposal))
+			default:
+				gce = i
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	for l, i := range updates {
+		if j, ok := removes[l]; ok && !f.dropped[i] && !f.dropped[j] {
+			if _, err := f.prefer(j, i, fmt.Errorf("%w: update and remove for leaf %d", ErrInvalidProposal, l)); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if external {
-		if counts[ProposalTypeExternalInit] != 1 || counts[ProposalTypeRemove] > 1 ||
-			len(list) != counts[ProposalTypeExternalInit]+counts[ProposalTypeRemove]+counts[ProposalTypePSK] {
-			return nil, fmt.Errorf("%w: external commit may hold one ExternalInit, at most one Remove and PSKs only", ErrInvalidProposal)
+		if externalInit < 0 {
+			return nil, fmt.Errorf("%w: external commit without ExternalInit", ErrInvalidProposal)
 		}
-	} else if counts[ProposalTypeExternalInit] > 0 {
-		return nil, fmt.Errorf("%w: ExternalInit in a member's commit", ErrInvalidProposal)
+		n := 0
+		for l, i := range removes {
+			if !f.dropped[i] {
+				n++
+				a.externalRemove = l
+			}
+		}
+		if n > 1 {
+			return nil, fmt.Errorf("%w: external commit with %d removes", ErrInvalidProposal, n)
+		}
+		a.hasExternalRemove = n == 1
 	}
-	if counts[ProposalTypeGroupContextExtensions] > 1 {
-		return nil, fmt.Errorf("%w: more than one GroupContextExtensions", ErrInvalidProposal)
-	}
-	if a.reinit != nil && len(list) != 1 {
-		return nil, fmt.Errorf("%w: ReInit with other proposals", ErrInvalidProposal)
+	if reinit >= 0 && !f.dropped[reinit] {
+		// A ReInit goes alone; a committer prefers the other proposals.
+		for i := range list {
+			if i == reinit || f.dropped[i] {
+				continue
+			}
+			if _, err := f.prefer(i, reinit, fmt.Errorf("%w: ReInit with other proposals", ErrInvalidProposal)); err != nil {
+				return nil, err
+			}
+			if f.dropped[reinit] {
+				break
+			}
+		}
 	}
 
-	t := a.tree
-	if gce != nil {
-		a.extensions = gce.Extensions
+	// The group context extensions first: every member staying must
+	// support them, and added members are checked against them.
+	if gce >= 0 && !f.dropped[gce] {
+		ext := list[gce].proposal.(*GroupContextExtensionsProposal).Extensions
+		var err error
+		t.members(func(l LeafIndex, n *LeafNode) {
+			if j, ok := removes[l]; ok && !f.dropped[j] || err != nil {
+				return
+			}
+			if e := checkSupports(&n.Capabilities, ext); e != nil {
+				err = fmt.Errorf("%w: leaf %d: %w", ErrInvalidProposal, l, e)
+			}
+		})
+		if err == nil {
+			a.extensions = ext
+		} else if err = f.drop(gce, err); err != nil {
+			return nil, err
+		}
 	}
-	for _, rp := range updates {
+	for i, rp := range list {
+		p, ok := rp.proposal.(*UpdateProposal)
+		if !ok || f.dropped[i] {
+			continue
+		}
 		l := LeafIndex(rp.sender.Index)
 		old := t.leaf(l)
-		if old == nil {
-			return nil, fmt.Errorf("%w: update from blank leaf %d", ErrInvalidProposal, l)
+		var err error
+		if bytes.Equal(p.LeafNode.EncryptionKey, old.EncryptionKey) {
+			err = fmt.Errorf("%w: update keeps the encryption key", ErrInvalidProposal)
+		} else if e := validateLeafNode(g.leafCheck(t, a.extensions, LeafNodeSourceUpdate, l, int64(l)), &p.LeafNode); e != nil {
+			err = fmt.Errorf("%w: update from leaf %d: %w", ErrInvalidProposal, l, e)
 		}
-		n := &rp.proposal.(*UpdateProposal).LeafNode
-		if bytes.Equal(n.EncryptionKey, old.EncryptionKey) {
-			return nil, fmt.Errorf("%w: update keeps the encryption key", ErrInvalidProposal)
+		if err != nil {
+			if err = f.drop(i, err); err != nil {
+				return nil, err
+			}
+			continue
 		}
-		if err := validateLeafNode(g.leafCheck(t, a.extensions, LeafNodeSourceUpdate, l, int64(l)), n); err != nil {
-			return nil, fmt.Errorf("%w: update from leaf %d: %w", ErrInvalidProposal, l, err)
-		}
-		t.setLeaf(l, n)
+		t.setLeaf(l, &p.LeafNode)
 		t.blankPath(l)
 	}
-	for _, rp := range removes {
-		l := rp.proposal.(*RemoveProposal).Removed
-		if t.leaf(l) == nil {
-			return nil, fmt.Errorf("%w: remove of blank leaf %d", ErrInvalidProposal, l)
+	for i, rp := range list {
+		p, ok := rp.proposal.(*RemoveProposal)
+		if !ok || f.dropped[i] {
+			continue
 		}
-		t.removeLeaf(l)
-		a.removed = append(a.removed, l)
+		a.removed = append(a.removed, memberOf(p.Removed, t.leaf(p.Removed)))
+		t.removeLeaf(p.Removed)
 	}
-	for _, rp := range adds {
-		kp := &rp.proposal.(*AddProposal).KeyPackage
+	for i, rp := range list {
+		p, ok := rp.proposal.(*AddProposal)
+		if !ok || f.dropped[i] {
+			continue
+		}
+		kp := &p.KeyPackage
 		c := g.leafCheck(t, a.extensions, LeafNodeSourceKeyPackage, 0, -1)
 		if err := validateKeyPackage(c, kp, g.ctx.Version); err != nil {
-			return nil, fmt.Errorf("%w: add: %w", ErrInvalidProposal, err)
+			if err = f.drop(i, fmt.Errorf("%w: add: %w", ErrInvalidProposal, err)); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		leaf := kp.LeafNode
 		a.added = append(a.added, t.addLeaf(&leaf))
 		a.addedKPs = append(a.addedKPs, kp)
 	}
-	if gce != nil {
-		var err error
-		t.members(func(l LeafIndex, n *LeafNode) {
-			if err == nil {
-				if e := checkSupports(&n.Capabilities, gce.Extensions); e != nil {
-					err = fmt.Errorf("%w: leaf %d: %w", ErrInvalidProposal, l, e)
-				}
-			}
-		})
-		if err != nil {
-			return nil, err
+
+	for i, rp := range list {
+		if f.dropped[i] {
+			continue
+		}
+		a.list = append(a.list, rp)
+		switch p := rp.proposal.(type) {
+		case *UpdateProposal, *RemoveProposal, *GroupContextExtensionsProposal:
+			a.pathRequired = true
+		case *ExternalInitProposal:
+			a.pathRequired = true
+			a.externalInit = p
+		case *PreSharedKeyProposal:
+			a.psks = append(a.psks, p.PSK)
+		case *ReInitProposal:
+			a.reinit = p
 		}
 	}
+	a.pathRequired = a.pathRequired || len(a.list) == 0
+	a.skipped = f.skipped
 	return a, nil
 }
 
@@ -207,12 +395,22 @@ func (g *Group) processCommit(ac *AuthenticatedContent) (*epochState, *CommitRes
 	if err != nil {
 		return nil, nil, err
 	}
-	res := &CommitResult{Epoch: g.ctx.Epoch + 1, Added: a.added, Removed: a.removed, ReInit: a.reinit}
+	res := &CommitResult{
+		Epoch: g.ctx.Epoch + 1, Committer: committer, Proposals: a.committed(),
+		Added: a.added, Removed: a.removed, ReInit: a.reinit,
+	}
 	if a.pathRequired && c.Path == nil {
 		return nil, nil, fmt.Errorf("%w: path required", ErrInvalidCommit)
 	}
-	for _, l := range a.removed {
-		if l == g.priv.leaf {
+	if a.hasExternalRemove {
+		// A joiner may replace only an old copy of itself (§12.2): the same
+		// credential.
+		if old := &a.removed[0].Credential; !old.Equal(&c.Path.LeafNode.Credential) {
+			return nil, nil, fmt.Errorf("%w: external commit removes a member with another credential", ErrInvalidCommit)
+		}
+	}
+	for _, m := range a.removed {
+		if m.Leaf == g.priv.leaf {
 			res.RemovedSelf = true
 			return nil, res, nil
 		}

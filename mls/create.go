@@ -22,6 +22,10 @@ type LeafOptions struct {
 	// Extensions are the leaf's extensions; their non-default types are
 	// added to the capabilities.
 	Extensions Extensions
+	// ExtensionTypes are added to the capabilities: the application's own
+	// group context extensions (a private-range type for a group name,
+	// say), which every member must list to be added to such a group.
+	ExtensionTypes []ExtensionType
 	// NotBefore and NotAfter bound a KeyPackage leaf's lifetime; zero
 	// means from an hour ago to DefaultKeyPackageLifetime from now.
 	NotBefore, NotAfter time.Time
@@ -39,9 +43,13 @@ func (o *LeafOptions) capabilities(cred *Credential) Capabilities {
 	if !contains(c.Credentials, cred.Type) {
 		c.Credentials = append(append([]CredentialType(nil), c.Credentials...), cred.Type)
 	}
+	types := append([]ExtensionType(nil), o.ExtensionTypes...)
 	for _, e := range o.Extensions {
-		if !e.Type.isDefault() && !contains(c.Extensions, e.Type) {
-			c.Extensions = append(append([]ExtensionType(nil), c.Extensions...), e.Type)
+		types = append(types, e.Type)
+	}
+	for _, t := range types {
+		if !t.isDefault() && !contains(c.Extensions, t) {
+			c.Extensions = append(append([]ExtensionType(nil), c.Extensions...), t)
 		}
 	}
 	return c
@@ -98,8 +106,12 @@ func NewKeyPackage(suite CipherSuite, signer cipher.Signer, cred Credential, opt
 }
 
 // NewGroup creates a group whose only member is the caller (RFC 9420 §11).
-// The creator's leaf is made like a KeyPackage's.
+// The creator's leaf is made like a KeyPackage's; it lists the types of
+// the group context extensions among its capabilities.
 func NewGroup(suite CipherSuite, groupID []byte, signer cipher.Signer, cred Credential, opts LeafOptions, extensions Extensions, cfg Config) (*Group, error) {
+	for _, e := range extensions {
+		opts.ExtensionTypes = append(opts.ExtensionTypes[:len(opts.ExtensionTypes):len(opts.ExtensionTypes)], e.Type)
+	}
 	kp, err := NewKeyPackage(suite, signer, cred, opts, nil)
 	if err != nil {
 		return nil, err
@@ -205,8 +217,8 @@ func (g *Group) propose(p Proposal, wf WireFormat) (*MLSMessage, []byte, error) 
 	if err != nil {
 		return nil, nil, err
 	}
-	ref, err := g.cacheProposal(ac)
-	if err != nil {
+	ref := cipher.MakeProposalRef(g.suite, codec.Marshal(ac))
+	if err := g.cacheProposal(ref, ac); err != nil {
 		return nil, nil, err
 	}
 	return m, ref, nil
@@ -234,211 +246,4 @@ func (g *Group) ProposeUpdate(wf WireFormat) (*MLSMessage, []byte, error) {
 	}
 	g.pendingUpdates = append(g.pendingUpdates, nodeKey{priv: priv, pub: pub})
 	return m, ref, nil
-}
-
-// CommitOptions shape a Commit. The zero value commits every cached
-// proposal by reference, as a PublicMessage, with a path only when one is
-// required, and without the ratchet tree in the Welcome's GroupInfo.
-type CommitOptions struct {
-	// Proposals are added by value, after the cached ones.
-	Proposals []Proposal
-	// SkipCached leaves the proposals received this epoch out.
-	SkipCached bool
-	// ForcePath includes an UpdatePath even when none is required.
-	ForcePath bool
-	// WireFormat is WireFormatPublicMessage (the default) or
-	// WireFormatPrivateMessage.
-	WireFormat WireFormat
-	// RatchetTreeInWelcome puts the ratchet tree in the Welcome's
-	// GroupInfo, so joiners need no other source for it.
-	RatchetTreeInWelcome bool
-	// AuthenticatedData is carried, authenticated, with the Commit.
-	AuthenticatedData []byte
-	// Padding is the zero padding of a PrivateMessage commit.
-	Padding int
-}
-
-// PendingCommit is a Commit this member created: the group moves to the
-// epoch it begins only when the caller confirms, with MergePendingCommit,
-// that the delivery service accepted it (RFC 9420 §14).
-type PendingCommit struct {
-	// Message is the Commit to send to the group.
-	Message *MLSMessage
-	// Welcome, when the Commit adds members, is sent to them once the
-	// Commit is accepted.
-	Welcome *Welcome
-	// GroupInfo describes the new epoch (signed).
-	GroupInfo *GroupInfo
-
-	epoch  uint64 // the epoch the commit was made in
-	next   *epochState
-	result *CommitResult
-}
-
-// Commit creates a Commit of cached and given proposals (RFC 9420
-// §12.4.1). It does not change the group's epoch; see MergePendingCommit.
-func (g *Group) Commit(opts CommitOptions) (*PendingCommit, error) {
-	s := g.suite
-	if err := g.usable(); err != nil {
-		return nil, err
-	}
-	wf := opts.WireFormat
-	if wf == 0 {
-		wf = WireFormatPublicMessage
-	}
-	me := Sender{Type: SenderTypeMember, Index: uint32(g.priv.leaf)}
-	commit := &Commit{}
-	var list []resolvedProposal
-	if !opts.SkipCached {
-		for _, cp := range g.proposals {
-			if cp.sender == me {
-				if _, ok := cp.proposal.(*UpdateProposal); ok {
-					continue // superseded by the path
-				}
-			}
-			if rm, ok := cp.proposal.(*RemoveProposal); ok && rm.Removed == g.priv.leaf {
-				continue
-			}
-			commit.Proposals = append(commit.Proposals, ProposalOrRef{Reference: cp.ref})
-			list = append(list, resolvedProposal{proposal: cp.proposal, sender: cp.sender})
-		}
-	}
-	for _, p := range opts.Proposals {
-		commit.Proposals = append(commit.Proposals, ProposalOrRef{Proposal: p})
-		list = append(list, resolvedProposal{proposal: p, sender: me})
-	}
-	a, err := g.applyProposals(list, me)
-	if err != nil {
-		return nil, err
-	}
-	for _, l := range a.removed {
-		if l == g.priv.leaf {
-			return nil, fmt.Errorf("%w: commit would remove its committer", ErrInvalidProposal)
-		}
-	}
-	t := a.tree
-	next := &epochState{tree: t}
-	ctx := GroupContext{
-		Version: g.ctx.Version, CipherSuite: g.ctx.CipherSuite, GroupID: g.ctx.GroupID,
-		Epoch: g.ctx.Epoch + 1, ConfirmedTranscriptHash: g.ctx.ConfirmedTranscriptHash, Extensions: a.extensions,
-	}
-	commitSecret := make([]byte, s.Nh())
-	var path *createdPath
-	if a.pathRequired || opts.ForcePath {
-		leaf := *t.leaf(g.priv.leaf)
-		path, err = t.createPath(g.priv.leaf, leaf, g.signer, g.ctx.GroupID, func(treeHash []byte) []byte {
-			c := ctx
-			c.TreeHash = treeHash
-			return codec.Marshal(&c)
-		}, a.added)
-		if err != nil {
-			return nil, err
-		}
-		commit.Path = path.path
-		commitSecret = path.commitSecret
-		next.priv = path.priv
-	} else {
-		next.priv = g.priv.clone()
-	}
-	next.priv.prune(t)
-	defer wipe(commitSecret)
-	ctx.TreeHash = t.rootHash()
-
-	psks, err := g.resolvePSKs(a.psks)
-	if err != nil {
-		return nil, err
-	}
-	psk := pskSecret(s, psks)
-	defer wipe(psk)
-
-	ac, err := g.frame(FramedContent{AuthenticatedData: opts.AuthenticatedData, ContentType: ContentTypeCommit, Commit: commit}, wf)
-	if err != nil {
-		return nil, err
-	}
-	ctx.ConfirmedTranscriptHash = confirmedTranscriptHash(s, g.interim, ac)
-	next.setContext(ctx)
-	joiner := joinerSecret(s, g.secrets.init, commitSecret, next.ctxBytes)
-	defer wipe(joiner)
-	welcomeSecret, secrets := welcomeAndEpoch(s, joiner, psk, next.ctxBytes)
-	defer wipe(welcomeSecret)
-	ac.Auth.ConfirmationTag = confirmationTag(s, secrets.confirmation, ctx.ConfirmedTranscriptHash)
-	next.secrets = secrets
-	next.secretTree = newSecretTree(s, g.cfg.Ratchet, secrets.encryption, t.numLeaves())
-	next.confirmationTag = ac.Auth.ConfirmationTag
-	next.interim = interimTranscriptHash(s, ctx.ConfirmedTranscriptHash, ac.Auth.ConfirmationTag)
-
-	msg, err := g.protect(ac, opts.Padding)
-	if err != nil {
-		return nil, err
-	}
-	pc := &PendingCommit{
-		Message: msg, epoch: g.ctx.Epoch, next: next,
-		result: &CommitResult{Epoch: ctx.Epoch, Added: a.added, Removed: a.removed, ReInit: a.reinit},
-	}
-	var giExt Extensions
-	if opts.RatchetTreeInWelcome {
-		giExt = Extensions{{Type: ExtensionTypeRatchetTree, Data: codec.Marshal(t.export())}}
-	}
-	if pc.GroupInfo, err = next.groupInfo(g.signer, giExt); err != nil {
-		return nil, err
-	}
-	if len(a.added) > 0 {
-		pc.Welcome, err = g.welcome(next, pc.GroupInfo, welcomeSecret, joiner, a, path)
-		if err != nil {
-			return nil, err
-		}
-	}
-	return pc, nil
-}
-
-// groupInfo returns the signed GroupInfo of an epoch state.
-func (e *epochState) groupInfo(signer cipher.Signer, ext Extensions) (*GroupInfo, error) {
-	gi := &GroupInfo{
-		GroupContext:    e.ctx.clone(),
-		Extensions:      ext,
-		ConfirmationTag: clone(e.confirmationTag),
-		Signer:          e.priv.leaf,
-	}
-	if err := signGroupInfo(signer, gi); err != nil {
-		return nil, err
-	}
-	return gi, nil
-}
-
-// welcome encrypts the new epoch's GroupInfo and each new member's
-// GroupSecrets (RFC 9420 §12.4.3.1).
-func (g *Group) welcome(next *epochState, gi *GroupInfo, welcomeSecret, joiner []byte, a *appliedProposals, path *createdPath) (*Welcome, error) {
-	s := g.suite
-	egi, err := sealGroupInfo(s, welcomeSecret, gi)
-	if err != nil {
-		return nil, err
-	}
-	w := &Welcome{CipherSuite: s.ID(), EncryptedGroupInfo: egi}
-	for i, l := range a.added {
-		kp := a.addedKPs[i]
-		gs := GroupSecrets{JoinerSecret: joiner, PSKs: a.psks}
-		if path != nil {
-			gs.PathSecret = &PathSecret{PathSecret: path.pathSecretFor(g.priv.leaf, l, next.tree.numLeaves())}
-		}
-		ct, err := sealGroupSecrets(s, kp.InitKey, &gs, egi)
-		if err != nil {
-			return nil, err
-		}
-		w.Secrets = append(w.Secrets, EncryptedGroupSecrets{NewMember: keyPackageRef(s, kp), EncryptedGroupSecrets: ct})
-	}
-	return w, nil
-}
-
-// MergePendingCommit moves the group to the epoch of a Commit it created,
-// once the delivery service accepted that Commit. A PendingCommit of an
-// earlier epoch (another Commit won) is refused with ErrWrongEpoch.
-func (g *Group) MergePendingCommit(pc *PendingCommit) (*CommitResult, error) {
-	if pc.epoch != g.ctx.Epoch || pc.next == nil {
-		return nil, fmt.Errorf("%w: pending commit was made in epoch %d, group is at %d", ErrWrongEpoch, pc.epoch, g.ctx.Epoch)
-	}
-	g.advance(pc.next)
-	g.reinit = pc.result.ReInit
-	g.joining = false
-	pc.next = nil
-	return pc.result, nil
 }

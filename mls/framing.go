@@ -201,29 +201,31 @@ type decrypted struct {
 	gen     uint32
 }
 
-// fromPrivate decrypts a PrivateMessage. leafOK reports whether a leaf
-// index names a member; the signature is the caller's to check.
-func fromPrivate(s cipher.Suite, st *secretTree, senderDataSecret []byte, m *PrivateMessage, leafOK func(LeafIndex) bool) (*decrypted, error) {
+// openSenderData decrypts a PrivateMessage's sender data.
+func openSenderData(s cipher.Suite, senderDataSecret []byte, m *PrivateMessage) (senderData, error) {
 	sdk := senderDataKeyNonce(s, senderDataSecret, m.Ciphertext)
 	defer sdk.wipe()
 	sdAEAD, err := s.NewAEAD(sdk.key)
 	if err != nil {
-		return nil, err
+		return senderData{}, err
 	}
 	raw, err := sdAEAD.Open(nil, sdk.nonce, m.EncryptedSenderData, senderDataAAD(m))
 	if err != nil {
-		return nil, fmt.Errorf("%w: sender data", ErrDecrypt)
+		return senderData{}, fmt.Errorf("%w: sender data", ErrDecrypt)
 	}
 	if len(raw) != 8+reuseGuardSize {
-		return nil, fmt.Errorf("%w: sender data of %d bytes", ErrMalformed, len(raw))
+		return senderData{}, fmt.Errorf("%w: sender data of %d bytes", ErrMalformed, len(raw))
 	}
 	var sd senderData
 	sd.leaf = LeafIndex(binary.BigEndian.Uint32(raw))
 	sd.generation = binary.BigEndian.Uint32(raw[4:])
 	copy(sd.reuseGuard[:], raw[8:])
-	if !leafOK(sd.leaf) {
-		return nil, fmt.Errorf("%w: sender data names leaf %d, which is not a member", ErrMalformed, sd.leaf)
-	}
+	return sd, nil
+}
+
+// openContent decrypts a PrivateMessage's content with the key of its
+// sender data's generation. The signature is the caller's to check.
+func openContent(s cipher.Suite, st *secretTree, sd senderData, m *PrivateMessage) (*decrypted, error) {
 	kind := kindOf(m.ContentType)
 	kn, err := st.get(sd.leaf, kind, sd.generation)
 	if err != nil {
@@ -260,6 +262,19 @@ func fromPrivate(s cipher.Suite, st *secretTree, senderDataSecret []byte, m *Pri
 		}
 	}
 	return &decrypted{content: ac, leaf: sd.leaf, kind: kind, gen: sd.generation}, nil
+}
+
+// fromPrivate decrypts a PrivateMessage. leafOK reports whether a leaf
+// index names a member; the signature is the caller's to check.
+func fromPrivate(s cipher.Suite, st *secretTree, senderDataSecret []byte, m *PrivateMessage, leafOK func(LeafIndex) bool) (*decrypted, error) {
+	sd, err := openSenderData(s, senderDataSecret, m)
+	if err != nil {
+		return nil, err
+	}
+	if !leafOK(sd.leaf) {
+		return nil, fmt.Errorf("%w: sender data names leaf %d", ErrNotMember, sd.leaf)
+	}
+	return openContent(s, st, sd, m)
 }
 
 func (d *decrypted) consume(st *secretTree) { st.consume(d.leaf, d.kind, d.gen) }

@@ -166,6 +166,7 @@ func FuzzProcess(f *testing.F) {
 			f.Fatal(err)
 		}
 		f.Add(pc.Message.Encode())
+		alice.g.DiscardPendingCommit()
 		pm, _, err := alice.g.Propose(&RemoveProposal{Removed: 1}, wf)
 		if err != nil {
 			f.Fatal(err)

@@ -13,7 +13,22 @@ import (
 // group keeps for PreSharedKey proposals that name them.
 const DefaultResumptionHistory = 16
 
+// DefaultPastEpochs is how many epochs before the current one a group keeps
+// the keys to decrypt late application messages of.
+//
+// Forward secrecy trade-off: for each kept epoch the group holds that
+// epoch's secret tree and sender-data secret (and nothing else of the
+// epoch's key schedule). Whoever compromises the state can read the
+// messages of those epochs that were not received yet, no more: keys that
+// were used are deleted at once, in kept epochs as in the current one.
+// Messages delivered over several paths (a direct link and a home server)
+// arrive out of order across senders; two epochs cover a message that was
+// overtaken by one or two Commits.
+const DefaultPastEpochs = 2
+
 // Config tunes a Group. The zero value means the documented defaults.
+// Configuration is not part of the persisted state: pass it again to
+// UnmarshalState.
 type Config struct {
 	// Ratchet bounds the out-of-order window of the secret tree.
 	Ratchet RatchetConfig
@@ -22,6 +37,17 @@ type Config struct {
 	// ResumptionHistory is how many past epochs' resumption PSKs to keep;
 	// 0 means DefaultResumptionHistory.
 	ResumptionHistory int
+	// PastEpochs is how many past epochs' decryption keys to keep for late
+	// application messages; 0 means DefaultPastEpochs, a negative value
+	// keeps none (a message of a past epoch is then ErrEpochExpired).
+	PastEpochs int
+	// ValidateCredential, when set, is called for every credential that
+	// enters the group (KeyPackages of Adds, Updates, Commit paths, the
+	// tree of a Welcome or GroupInfo) with the leaf's signature key; an
+	// error rejects the leaf. This is the authentication service of
+	// RFC 9420 §5.3.1; nil accepts every credential.
+	// ValidateEd25519Identity implements the rule of this project.
+	ValidateCredential func(c Credential, signatureKey []byte) error
 	// Now returns the time against which LeafNode lifetimes are checked;
 	// nil means time.Now.
 	Now func() time.Time
@@ -39,6 +65,16 @@ func (c *Config) resumptionHistory() int {
 		return DefaultResumptionHistory
 	}
 	return c.ResumptionHistory
+}
+
+func (c *Config) pastEpochs() int {
+	switch {
+	case c.PastEpochs < 0:
+		return 0
+	case c.PastEpochs == 0:
+		return DefaultPastEpochs
+	}
+	return c.PastEpochs
 }
 
 // PSKStore gives a group the pre-shared keys its client holds. It is
@@ -83,12 +119,30 @@ func (e *epochState) setContext(ctx GroupContext) {
 	e.ctxBytes = codec.Marshal(&ctx)
 }
 
-// cachedProposal is a proposal received in the current epoch, kept for
-// Commits that name it by reference.
+// cachedProposal is a proposal received or sent in the current epoch,
+// kept for Commits that name it by reference.
 type cachedProposal struct {
 	ref      []byte
 	proposal Proposal
 	sender   Sender
+}
+
+// pastEpoch is what a group keeps of an epoch it has left: exactly what
+// decrypting and authenticating a late PrivateMessage of that epoch takes.
+type pastEpoch struct {
+	epoch      uint64
+	ctxBytes   []byte      // the epoch's GroupContext, signed over by senders
+	sigKeys    [][]byte    // signature key per leaf (nil: blank)
+	senderData []byte      // sender_data_secret
+	secretTree *secretTree // its ratchets, with used keys already deleted
+	// endTag is the confirmation tag of the Commit that ended the epoch,
+	// to tell a replay of that Commit from a competing one.
+	endTag []byte
+}
+
+func (p *pastEpoch) wipe() {
+	wipe(p.senderData)
+	p.secretTree.wipeAll()
 }
 
 // Group is one member's view of an MLS group. It is not safe for
@@ -102,17 +156,24 @@ type Group struct {
 	proposals      []cachedProposal
 	pendingUpdates []nodeKey       // leaf keys of this member's Update proposals this epoch
 	resumption     []resumptionPSK // newest last
+	past           []*pastEpoch    // oldest first, at most cfg.pastEpochs()
+	pending        *PendingCommit  // this member's Commit awaiting confirmation
 	reinit         *ReInitProposal // set once a ReInit has been committed
 	// joining is set between JoinExternal and the merge of its Commit:
 	// the group has no keys for the epoch it holds.
 	joining bool
+	// removed is set once a Commit removed this member.
+	removed bool
 }
 
-// usable reports why the group cannot send or receive, if it cannot.
+// usable reports why the group cannot send or process handshake messages,
+// if it cannot.
 func (g *Group) usable() error {
 	switch {
 	case g.joining:
 		return fmt.Errorf("%w: external join not merged yet", ErrWrongEpoch)
+	case g.removed:
+		return ErrRemoved
 	case g.reinit != nil:
 		return fmt.Errorf("%w: group was re-initialized", ErrWrongEpoch)
 	}
@@ -136,10 +197,17 @@ func (g *Group) CipherSuite() CipherSuite { return g.suite.ID() }
 // OwnLeaf returns this member's leaf index.
 func (g *Group) OwnLeaf() LeafIndex { return g.priv.leaf }
 
+// Removed reports whether a Commit removed this member from the group.
+func (g *Group) Removed() bool { return g.removed }
+
 // EpochAuthenticator returns the epoch_authenticator of the current epoch.
 func (g *Group) EpochAuthenticator() []byte { return clone(g.secrets.authenticator) }
 
-// Extensions returns the group context extensions.
+// Extensions returns the group context extensions: the ones the creator
+// set and GroupContextExtensions proposals changed since. An application
+// may keep its own data here (a group name, say) under an extension type
+// of the private range (0xF000–0xFFFF) that every member's capabilities
+// list (LeafOptions.ExtensionTypes).
 func (g *Group) Extensions() Extensions { return append(Extensions(nil), g.ctx.Extensions...) }
 
 // Export derives an exported secret (MLS-Exporter, RFC 9420 §8.5).
@@ -154,13 +222,64 @@ type Member struct {
 	SignatureKey []byte
 }
 
+// Identity returns the identity of a BasicCredential (nil for other
+// credential types). In this project it is the member's 32-byte Ed25519
+// identity key, which is also its SignatureKey.
+func (m Member) Identity() []byte {
+	if m.Credential.Type != CredentialTypeBasic {
+		return nil
+	}
+	return m.Credential.Identity
+}
+
+func memberOf(l LeafIndex, n *LeafNode) Member {
+	return Member{Leaf: l, Credential: n.Credential.clone(), SignatureKey: clone(n.SignatureKey)}
+}
+
 // Members lists the group's members in leaf order.
 func (g *Group) Members() []Member {
 	var out []Member
-	g.tree.members(func(l LeafIndex, n *LeafNode) {
-		out = append(out, Member{Leaf: l, Credential: n.Credential, SignatureKey: clone(n.SignatureKey)})
-	})
+	g.tree.members(func(l LeafIndex, n *LeafNode) { out = append(out, memberOf(l, n)) })
 	return out
+}
+
+// Member returns the member at leaf l.
+func (g *Group) Member(l LeafIndex) (Member, bool) {
+	n := g.tree.leaf(l)
+	if n == nil {
+		return Member{}, false
+	}
+	return memberOf(l, n), true
+}
+
+// CachedProposal is a proposal of the current epoch that a Commit may name
+// by reference: received from another member or sent by this one.
+type CachedProposal struct {
+	Ref      []byte
+	Sender   Sender
+	Proposal Proposal
+}
+
+// Proposals lists the cached proposals of the current epoch, oldest first.
+func (g *Group) Proposals() []CachedProposal {
+	out := make([]CachedProposal, len(g.proposals))
+	for i, p := range g.proposals {
+		out[i] = CachedProposal{Ref: clone(p.ref), Sender: p.sender, Proposal: p.proposal}
+	}
+	return out
+}
+
+// DropProposal removes a cached proposal, e.g. one the application's
+// policy refuses; a Commit that names it is then rejected with
+// ErrUnknownProposal. It reports whether the proposal was cached.
+func (g *Group) DropProposal(ref []byte) bool {
+	for i, p := range g.proposals {
+		if bytes.Equal(p.ref, ref) {
+			g.proposals = append(g.proposals[:i:i], g.proposals[i+1:]...)
+			return true
+		}
+	}
+	return false
 }
 
 // ReInit returns the ReInit proposal a Commit of this group applied, if
@@ -206,7 +325,9 @@ func (g *Group) resolvePSKs(ids []PreSharedKeyID) ([]pskInput, error) {
 				secret, ok = g.cfg.PSKs.ExternalPSK(id.PSKID)
 			}
 		case PSKTypeResumption:
-			if bytes.Equal(id.PSKGroupID, g.ctx.GroupID) {
+			// A reinit or branch PSK names the predecessor, whose epochs
+			// are not this group's even when the group ID is the same.
+			if id.Usage == ResumptionPSKUsageApplication && bytes.Equal(id.PSKGroupID, g.ctx.GroupID) {
 				secret, ok = g.resumptionSecret(id.PSKEpoch)
 			} else if g.cfg.PSKs != nil {
 				secret, ok = g.cfg.PSKs.ResumptionPSK(id.PSKGroupID, id.PSKEpoch)
@@ -226,5 +347,6 @@ func (g *Group) leafCheck(t *ratchetTree, ext Extensions, source LeafNodeSource,
 	return &leafCheck{
 		suite: g.suite, groupID: g.ctx.GroupID, extensions: ext, tree: t,
 		now: g.cfg.now(), source: source, leaf: leaf, replaces: replaces,
+		credential: g.cfg.ValidateCredential,
 	}
 }

@@ -56,7 +56,7 @@ func commitAndDeliver(t testing.TB, c *client, opts CommitOptions, others []*cli
 	if err != nil {
 		t.Fatalf("%s: commit: %v", c.name, err)
 	}
-	if _, err := c.g.MergePendingCommit(pc); err != nil {
+	if _, err := c.g.MergePendingCommit(); err != nil {
 		t.Fatal(err)
 	}
 	wire := pc.Message.Encode()
@@ -300,16 +300,16 @@ func TestGroupRejects(t *testing.T) {
 	if _, err := bob.g.Process(pc.Message); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := alice.g.MergePendingCommit(pc); err != nil {
+	if _, err := alice.g.MergePendingCommit(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := alice.g.MergePendingCommit(pc); !errors.Is(err, ErrWrongEpoch) {
+	if _, err := alice.g.MergePendingCommit(); !errors.Is(err, ErrNoPendingCommit) {
 		t.Fatalf("merging twice: err = %v", err)
 	}
 	// Replay of an application message.
 	m, _ := alice.g.Encrypt([]byte("once"), nil, 0)
 	deliver(t, m, bob)
-	if _, err := bob.g.Process(m); !errors.Is(err, ErrGenerationTooOld) {
+	if _, err := bob.g.Process(m); !errors.Is(err, ErrReplay) {
 		t.Fatalf("replay: err = %v", err)
 	}
 }
@@ -360,7 +360,7 @@ func TestExternalJoin(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			g, pc, err := JoinExternal(gim.GroupInfo, nil, carol.signer, carol.cred, LeafOptions{}, Config{})
+			g, pc, err := JoinExternal(gim.GroupInfo, nil, carol.signer, carol.cred, ExternalJoinOptions{}, Config{})
 			if err != nil {
 				t.Fatalf("join external: %v", err)
 			}
@@ -372,7 +372,7 @@ func TestExternalJoin(t *testing.T) {
 					t.Fatalf("external commit result %+v", r.Commit)
 				}
 			}
-			if _, err := g.MergePendingCommit(pc); err != nil {
+			if _, err := g.MergePendingCommit(); err != nil {
 				t.Fatal(err)
 			}
 			carol.g = g

@@ -9,95 +9,118 @@ import (
 	"github.com/quicproquo/qpq/mls/treemath"
 )
 
-// KeyPackageBundle is a KeyPackage with the private keys its owner keeps
-// until a Welcome uses it.
-type KeyPackageBundle struct {
-	KeyPackage     *KeyPackage
-	InitPriv       []byte // HPKE private key of KeyPackage.InitKey
-	EncryptionPriv []byte // HPKE private key of the leaf's encryption key
-	Signer         cipher.Signer
-}
-
 // JoinWelcome joins a group from a Welcome addressed to kp (RFC 9420
 // §12.4.3.1). tree is the group's ratchet tree when the Welcome's GroupInfo
 // does not carry it in a ratchet_tree extension; otherwise nil. The caller
 // must check that the group ID is not one of its groups already.
+//
+// A single-use bundle is consumed: its private keys are deleted once the
+// join succeeded (delete its stored copy too); a last-resort one stays
+// usable. A Welcome of a group that re-initializes or branches another
+// is joined with that group's JoinSuccessor, which checks the link.
 func JoinWelcome(w *Welcome, kp *KeyPackageBundle, tree RatchetTree, cfg Config) (*Group, error) {
+	g, special, err := joinWelcome(w, kp, tree, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if special != nil {
+		return nil, fmt.Errorf("%w: welcome of a re-initialized or branched group: join it with the old group's JoinSuccessor", ErrInvalidProposal)
+	}
+	return g, nil
+}
+
+// joinWelcome joins from a Welcome and returns the reinit or branch PSK it
+// names, if any, for the caller to check.
+func joinWelcome(w *Welcome, kp *KeyPackageBundle, tree RatchetTree, cfg Config) (*Group, *PreSharedKeyID, error) {
+	g, special, err := joinWelcomeKeep(w, kp, tree, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	kp.consume()
+	return g, special, nil
+}
+
+func joinWelcomeKeep(w *Welcome, kp *KeyPackageBundle, tree RatchetTree, cfg Config) (*Group, *PreSharedKeyID, error) {
+	if kp.InitPriv == nil {
+		return nil, nil, ErrKeyPackageUsed
+	}
 	s, err := cipher.Lookup(kp.KeyPackage.CipherSuite)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUnsupported, err)
+		return nil, nil, fmt.Errorf("%w: %w", ErrUnsupported, err)
 	}
 	if w.CipherSuite != kp.KeyPackage.CipherSuite {
-		return nil, fmt.Errorf("%w: welcome suite 0x%04x, key package 0x%04x", ErrNotForUs, uint16(w.CipherSuite), uint16(kp.KeyPackage.CipherSuite))
+		return nil, nil, fmt.Errorf("%w: welcome suite 0x%04x, key package 0x%04x", ErrNotForUs, uint16(w.CipherSuite), uint16(kp.KeyPackage.CipherSuite))
 	}
 	e, err := w.findSecrets(keyPackageRef(s, kp.KeyPackage))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	gs, err := openGroupSecrets(s, kp.InitPriv, e, w.EncryptedGroupInfo)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer wipe(gs.JoinerSecret)
 	if len(gs.JoinerSecret) != s.Nh() {
-		return nil, fmt.Errorf("%w: joiner secret of %d bytes", ErrMalformed, len(gs.JoinerSecret))
+		return nil, nil, fmt.Errorf("%w: joiner secret of %d bytes", ErrMalformed, len(gs.JoinerSecret))
 	}
 
 	g := &Group{suite: s, cfg: cfg, signer: kp.Signer}
 	special := 0
-	for _, id := range gs.PSKs {
+	var specialID *PreSharedKeyID
+	for i, id := range gs.PSKs {
 		if id.Type == PSKTypeResumption && id.Usage != ResumptionPSKUsageApplication {
 			special++
+			specialID = &gs.PSKs[i]
 		}
 	}
 	if special > 1 {
-		return nil, fmt.Errorf("%w: more than one reinit or branch PSK", ErrInvalidProposal)
+		return nil, nil, fmt.Errorf("%w: more than one reinit or branch PSK", ErrInvalidProposal)
 	}
 	psks, err := g.resolvePSKs(gs.PSKs)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	psk := pskSecret(s, psks)
 	welcome, _ := welcomeAndEpoch(s, gs.JoinerSecret, psk, nil)
 	gi, err := openGroupInfo(s, welcome, w.EncryptedGroupInfo)
 	wipe(welcome)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	gc := &gi.GroupContext
 	if gc.Version != MLS10 || gc.CipherSuite != kp.KeyPackage.CipherSuite {
-		return nil, fmt.Errorf("%w: group info version %d suite 0x%04x", ErrUnsupported, gc.Version, uint16(gc.CipherSuite))
+		return nil, nil, fmt.Errorf("%w: group info version %d suite 0x%04x", ErrUnsupported, gc.Version, uint16(gc.CipherSuite))
 	}
 	if special > 0 && gc.Epoch != 1 {
-		return nil, fmt.Errorf("%w: a reinit or branch welcome must start at epoch 1", ErrInvalidProposal)
+		return nil, nil, fmt.Errorf("%w: a reinit or branch welcome must start at epoch 1", ErrInvalidProposal)
 	}
 
 	if data, ok := gi.Extensions.Find(ExtensionTypeRatchetTree); ok {
 		tree = nil
 		if err := decode(data, &tree, "ratchet_tree extension"); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if tree == nil {
-		return nil, fmt.Errorf("%w: no ratchet tree in the welcome or from the caller", ErrInvalidTree)
+		return nil, nil, fmt.Errorf("%w: no ratchet tree in the welcome or from the caller", ErrInvalidTree)
 	}
 	t, err := importRatchetTree(s, tree)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	signerLeaf := t.leaf(gi.Signer)
 	if signerLeaf == nil {
-		return nil, fmt.Errorf("%w: group info signer %d is not a member", ErrInvalidTree, gi.Signer)
+		return nil, nil, fmt.Errorf("%w: group info signer %d is not a member", ErrInvalidTree, gi.Signer)
 	}
 	if err := verifyGroupInfo(s, gi, signerLeaf.SignatureKey); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	g.setContext(gc.clone())
 	if err := g.validateJoinedTree(t); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := checkSupports(&kp.KeyPackage.LeafNode.Capabilities, gc.Extensions); err != nil {
-		return nil, fmt.Errorf("%w: this client does not support the group: %w", ErrUnsupported, err)
+		return nil, nil, fmt.Errorf("%w: this client does not support the group: %w", ErrUnsupported, err)
 	}
 
 	// Find our leaf: the one identical to the KeyPackage's.
@@ -110,12 +133,12 @@ func JoinWelcome(w *Welcome, kp *KeyPackageBundle, tree RatchetTree, cfg Config)
 		}
 	})
 	if !found {
-		return nil, fmt.Errorf("%w: our leaf is not in the tree", ErrInvalidTree)
+		return nil, nil, fmt.Errorf("%w: our leaf is not in the tree", ErrInvalidTree)
 	}
 	priv := newPrivateTree(me, clone(kp.EncryptionPriv), clone(kp.KeyPackage.LeafNode.EncryptionKey))
 	if gs.PathSecret != nil {
 		if err := deriveJoinPath(s, t, priv, gi.Signer, gs.PathSecret.PathSecret); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 
@@ -123,7 +146,7 @@ func JoinWelcome(w *Welcome, kp *KeyPackageBundle, tree RatchetTree, cfg Config)
 	wipe(psk)
 	if !equalSecret(confirmationTag(s, secrets.confirmation, gc.ConfirmedTranscriptHash), gi.ConfirmationTag) {
 		secrets.wipe()
-		return nil, ErrBadConfirmationTag
+		return nil, nil, ErrBadConfirmationTag
 	}
 	g.tree = t
 	g.priv = priv
@@ -132,7 +155,7 @@ func JoinWelcome(w *Welcome, kp *KeyPackageBundle, tree RatchetTree, cfg Config)
 	g.confirmationTag = clone(gi.ConfirmationTag)
 	g.interim = interimTranscriptHash(s, gc.ConfirmedTranscriptHash, gi.ConfirmationTag)
 	g.rememberResumption()
-	return g, nil
+	return g, specialID, nil
 }
 
 // validateJoinedTree checks a tree received with a Welcome or GroupInfo

@@ -2,6 +2,7 @@ package mls
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 
 	"github.com/quicproquo/qpq/mls/cipher"
@@ -12,6 +13,7 @@ import (
 type Received struct {
 	Sender            Sender
 	ContentType       ContentType
+	Epoch             uint64 // the epoch the message was sent in
 	AuthenticatedData []byte
 
 	// ApplicationData is the plaintext of an application message.
@@ -24,117 +26,305 @@ type Received struct {
 	Commit *CommitResult
 }
 
-// CommitResult describes the effect of a processed Commit.
+// CommitResult describes the effect of a Commit: one received by Process
+// or this member's own, by MergePendingCommit.
 type CommitResult struct {
-	Epoch   uint64      // the new epoch
-	Added   []LeafIndex // leaves of members added
-	Removed []LeafIndex // leaves of members removed
+	Epoch uint64 // the new epoch
+	// Committer sent the Commit: a member, or an external joiner
+	// (SenderTypeNewMemberCommit) whose new leaf is the last of Added.
+	Committer Sender
+	// Proposals lists every proposal the Commit applied, in its order,
+	// with the reference of those committed by reference.
+	Proposals []CommittedProposal
+	Added     []LeafIndex // leaves of members added
+	Removed   []Member    // members removed, as they were before
 	// RemovedSelf is set when the Commit removed this member: the group
-	// has not advanced and can no longer be used.
+	// has not advanced and can no longer be used except to decrypt
+	// application messages of the epochs it was in.
 	RemovedSelf bool
 	// ReInit is set when the Commit applied a ReInit proposal.
 	ReInit *ReInitProposal
+	// Skipped lists the cached proposals this member's own Commit left
+	// out as invalid (RFC 9420 §12.2).
+	Skipped []SkippedProposal
+	// PendingDiscarded is set when this member had a Commit pending for
+	// the same epoch: it lost to this one and was discarded.
+	PendingDiscarded bool
+	// Retry lists this member's proposals that the new epoch did not
+	// apply and that are void now: its cached proposals the Commit did
+	// not include (Updates aside: ProposeUpdate makes a fresh one) and,
+	// when PendingDiscarded, the by-value proposals of its lost Commit.
+	// Propose or commit them again if they are still wanted.
+	Retry []Proposal
 }
 
 // Process handles an incoming PublicMessage or PrivateMessage of this
 // group: application data is decrypted and returned, proposals are cached
 // for the Commit that will name them, and a Commit moves the group to its
-// next epoch. On any error the group stays in its epoch with its state
-// unchanged, except that a PrivateMessage's key is spent once its sender's
-// signature verified (and skipped generations' keys may be kept).
+// next epoch. Application messages of the past epochs the group keeps
+// (Config.PastEpochs) are decrypted too.
+//
+// On any error the group stays in its epoch with its state unchanged,
+// except that a PrivateMessage's key is spent once its sender's signature
+// verified (and keys of skipped generations may be kept). The errors a
+// caller branches on are listed in errors.go: ErrFutureEpoch (keep the
+// message for later), ErrStaleCommit, ErrReplay, ErrOwnMessage, …
 func (g *Group) Process(m *MLSMessage) (*Received, error) {
-	if err := g.usable(); err != nil {
-		return nil, err
+	if g.joining {
+		return nil, fmt.Errorf("%w: external join not merged yet", ErrWrongEpoch)
 	}
-	var ac *AuthenticatedContent
-	var dec *decrypted
 	switch m.WireFormat {
 	case WireFormatPublicMessage:
-		pm := m.PublicMessage
-		if err := g.checkGroupEpoch(pm.Content.GroupID, pm.Content.Epoch); err != nil {
-			return nil, err
+		if m.PublicMessage == nil {
+			return nil, fmt.Errorf("%w: no PublicMessage", ErrMalformed)
 		}
-		var err error
-		if ac, err = fromPublic(g.suite, pm, g.secrets.membership, g.ctxBytes); err != nil {
-			return nil, err
-		}
+		return g.processPublic(m.PublicMessage)
 	case WireFormatPrivateMessage:
-		pm := m.PrivateMessage
-		if err := g.checkGroupEpoch(pm.GroupID, pm.Epoch); err != nil {
-			return nil, err
+		if m.PrivateMessage == nil {
+			return nil, fmt.Errorf("%w: no PrivateMessage", ErrMalformed)
 		}
-		var err error
-		dec, err = fromPrivate(g.suite, g.secretTree, g.secrets.senderData, pm, func(l LeafIndex) bool { return g.tree.leaf(l) != nil })
-		if err != nil {
-			return nil, err
-		}
-		ac = dec.content
-	default:
-		return nil, fmt.Errorf("%w: wire format %d is not a group message", ErrMalformed, m.WireFormat)
+		return g.processPrivate(m.PrivateMessage)
 	}
+	return nil, fmt.Errorf("%w: wire format %d is not a group message", ErrMalformed, m.WireFormat)
+}
 
-	key, err := g.senderKey(ac)
+// ownMessage is the error for a message this member sent.
+func ownMessage(ct ContentType) error {
+	if ct == ContentTypeCommit {
+		return ErrOwnCommit
+	}
+	return ErrOwnMessage
+}
+
+// checkEpoch classifies a message's epoch against the group's: nil for
+// the current epoch (of a group that may process it), a sentinel error
+// otherwise. Past-epoch application messages return nil and are handled
+// by the caller. tag is a Commit's confirmation tag, when visible.
+func (g *Group) checkEpoch(groupID []byte, epoch uint64, ct ContentType, tag []byte) error {
+	if !bytes.Equal(groupID, g.ctx.GroupID) {
+		return ErrWrongGroup
+	}
+	cur := g.ctx.Epoch
+	switch {
+	case epoch > cur:
+		if g.removed {
+			return fmt.Errorf("%w: message for epoch %d", ErrRemoved, epoch)
+		}
+		return fmt.Errorf("%w: message for epoch %d, group is at %d", ErrFutureEpoch, epoch, cur)
+	case epoch < cur:
+		switch ct {
+		case ContentTypeCommit:
+			if tag != nil && equalSecret(tag, g.endTag(epoch)) {
+				return fmt.Errorf("%w: the commit that ended epoch %d", ErrReplay, epoch)
+			}
+			return fmt.Errorf("%w: commit for epoch %d, group is at %d", ErrStaleCommit, epoch, cur)
+		case ContentTypeProposal:
+			return fmt.Errorf("%w: proposal for epoch %d, group is at %d", ErrStaleProposal, epoch, cur)
+		}
+		return nil
+	}
+	if ct != ContentTypeApplication {
+		if err := g.usable(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// endTag returns the confirmation tag of the Commit that ended a past
+// epoch, if it is known.
+func (g *Group) endTag(epoch uint64) []byte {
+	if epoch+1 == g.ctx.Epoch {
+		return g.confirmationTag
+	}
+	if p := g.pastEpoch(epoch); p != nil {
+		return p.endTag
+	}
+	return nil
+}
+
+func (g *Group) pastEpoch(epoch uint64) *pastEpoch {
+	for _, p := range g.past {
+		if p.epoch == epoch {
+			return p
+		}
+	}
+	return nil
+}
+
+func (g *Group) processPublic(pm *PublicMessage) (*Received, error) {
+	c := &pm.Content
+	if !bytes.Equal(c.GroupID, g.ctx.GroupID) {
+		return nil, ErrWrongGroup
+	}
+	if c.Sender.Type == SenderTypeMember && LeafIndex(c.Sender.Index) == g.priv.leaf {
+		return nil, ownMessage(c.ContentType)
+	}
+	if c.ContentType == ContentTypeApplication {
+		return nil, fmt.Errorf("%w: application data in a PublicMessage", ErrMalformed)
+	}
+	if err := g.checkEpoch(c.GroupID, c.Epoch, c.ContentType, pm.Auth.ConfirmationTag); err != nil {
+		return nil, err
+	}
+	key, err := g.senderKey(c, WireFormatPublicMessage)
+	if err != nil {
+		return nil, err
+	}
+	ac, err := fromPublic(g.suite, pm, g.secrets.membership, g.ctxBytes)
 	if err != nil {
 		return nil, err
 	}
 	if err := verifyContent(g.suite, key, ac, g.ctxBytes); err != nil {
 		return nil, err
 	}
-	if dec != nil {
-		// Only now is the key spent: a forgery by another member who can
-		// derive the same key cannot burn it.
-		dec.consume(g.secretTree)
+	return g.apply(ac)
+}
+
+// epochKeys is what decrypting and authenticating a PrivateMessage of one
+// epoch takes: the current epoch's or a kept past one's.
+type epochKeys struct {
+	senderData []byte
+	secretTree *secretTree
+	ctxBytes   []byte
+	sigKey     func(LeafIndex) []byte // nil for a leaf that is not a member
+}
+
+func (g *Group) currentKeys() epochKeys {
+	return epochKeys{
+		senderData: g.secrets.senderData, secretTree: g.secretTree, ctxBytes: g.ctxBytes,
+		sigKey: func(l LeafIndex) []byte {
+			if n := g.tree.leaf(l); n != nil {
+				return n.SignatureKey
+			}
+			return nil
+		},
 	}
-	r := &Received{Sender: ac.Content.Sender, ContentType: ac.Content.ContentType, AuthenticatedData: ac.Content.AuthenticatedData}
-	switch ac.Content.ContentType {
+}
+
+func (p *pastEpoch) keys() epochKeys {
+	return epochKeys{
+		senderData: p.senderData, secretTree: p.secretTree, ctxBytes: p.ctxBytes,
+		sigKey: func(l LeafIndex) []byte {
+			if int(l) < len(p.sigKeys) {
+				return p.sigKeys[l]
+			}
+			return nil
+		},
+	}
+}
+
+func (g *Group) processPrivate(pm *PrivateMessage) (*Received, error) {
+	if err := g.checkEpoch(pm.GroupID, pm.Epoch, pm.ContentType, nil); err != nil {
+		if errors.Is(err, ErrStaleCommit) {
+			return nil, g.classifyPastCommit(pm, err)
+		}
+		return nil, err
+	}
+	k := g.currentKeys()
+	if pm.Epoch != g.ctx.Epoch {
+		p := g.pastEpoch(pm.Epoch)
+		if p == nil {
+			return nil, fmt.Errorf("%w: message for epoch %d, group is at %d", ErrEpochExpired, pm.Epoch, g.ctx.Epoch)
+		}
+		k = p.keys()
+	}
+	sd, err := openSenderData(g.suite, k.senderData, pm)
+	if err != nil {
+		return nil, err
+	}
+	if sd.leaf == g.priv.leaf {
+		return nil, ownMessage(pm.ContentType)
+	}
+	key := k.sigKey(sd.leaf)
+	if key == nil {
+		return nil, fmt.Errorf("%w: sender data names leaf %d", ErrNotMember, sd.leaf)
+	}
+	dec, err := openContent(g.suite, k.secretTree, sd, pm)
+	if err != nil {
+		return nil, err
+	}
+	if err := verifyContent(g.suite, key, dec.content, k.ctxBytes); err != nil {
+		return nil, err
+	}
+	// Only now is the key spent: a forgery by another member who can
+	// derive the same key cannot burn it.
+	dec.consume(k.secretTree)
+	return g.apply(dec.content)
+}
+
+// classifyPastCommit tells a replayed PrivateMessage Commit of a past
+// epoch (one this member sent or already processed: its key is spent)
+// from a competing one, without changing state. stale is returned when
+// it cannot tell.
+func (g *Group) classifyPastCommit(pm *PrivateMessage, stale error) error {
+	p := g.pastEpoch(pm.Epoch)
+	if p == nil {
+		return stale
+	}
+	sd, err := openSenderData(g.suite, p.senderData, pm)
+	if err != nil {
+		return stale
+	}
+	if sd.leaf == g.priv.leaf {
+		return ErrOwnCommit
+	}
+	if p.secretTree.used(sd.leaf, handshakeRatchet, sd.generation) {
+		return fmt.Errorf("%w: commit of epoch %d", ErrReplay, pm.Epoch)
+	}
+	return stale
+}
+
+// apply acts on authenticated content of the current epoch (or, for
+// application data, of a kept past one).
+func (g *Group) apply(ac *AuthenticatedContent) (*Received, error) {
+	c := &ac.Content
+	r := &Received{Sender: c.Sender, ContentType: c.ContentType, Epoch: c.Epoch, AuthenticatedData: c.AuthenticatedData}
+	switch c.ContentType {
 	case ContentTypeApplication:
-		r.ApplicationData = ac.Content.ApplicationData
+		r.ApplicationData = c.ApplicationData
 	case ContentTypeProposal:
-		ref, err := g.cacheProposal(ac)
-		if err != nil {
+		ref := cipher.MakeProposalRef(g.suite, codec.Marshal(ac))
+		if g.cachedProposal(ref) != nil {
+			return nil, fmt.Errorf("%w: proposal already cached", ErrReplay)
+		}
+		if err := g.cacheProposal(ref, ac); err != nil {
 			return nil, err
 		}
-		r.Proposal, r.ProposalRef = ac.Content.Proposal, ref
+		r.Proposal, r.ProposalRef = c.Proposal, ref
 	case ContentTypeCommit:
-		if ac.Content.Sender.Type == SenderTypeMember && LeafIndex(ac.Content.Sender.Index) == g.priv.leaf {
-			return nil, ErrOwnCommit
-		}
 		next, res, err := g.processCommit(ac)
 		if err != nil {
 			return nil, err
 		}
+		res.Retry = g.ownUnapplied(res.Proposals)
+		if g.pending != nil {
+			res.PendingDiscarded = true
+			res.Retry = append(res.Retry, g.discardPending()...)
+		}
 		if next != nil {
 			g.advance(next)
 			g.reinit = res.ReInit
+		} else {
+			g.removed = true
 		}
 		r.Commit = res
 	}
 	return r, nil
 }
 
-func (g *Group) checkGroupEpoch(groupID []byte, epoch uint64) error {
-	if !bytes.Equal(groupID, g.ctx.GroupID) {
-		return ErrWrongGroup
-	}
-	if epoch != g.ctx.Epoch {
-		return fmt.Errorf("%w: message for epoch %d, group is at %d", ErrWrongEpoch, epoch, g.ctx.Epoch)
-	}
-	return nil
-}
-
-// senderKey returns the signature key that must have signed ac, after
-// checking that its sender may send this content (RFC 9420 §6.1).
-func (g *Group) senderKey(ac *AuthenticatedContent) ([]byte, error) {
-	c := &ac.Content
+// senderKey returns the signature key that must have signed content c
+// arriving in wire format wf, after checking that its sender may send it
+// (RFC 9420 §6.1).
+func (g *Group) senderKey(c *FramedContent, wf WireFormat) ([]byte, error) {
 	switch c.Sender.Type {
 	case SenderTypeMember:
 		n := g.tree.leaf(LeafIndex(c.Sender.Index))
 		if n == nil {
-			return nil, fmt.Errorf("%w: sender leaf %d is not a member", ErrMalformed, c.Sender.Index)
+			return nil, fmt.Errorf("%w: sender leaf %d", ErrNotMember, c.Sender.Index)
 		}
 		return n.SignatureKey, nil
 	case SenderTypeExternal:
-		if ac.WireFormat != WireFormatPublicMessage || c.ContentType != ContentTypeProposal {
+		if wf != WireFormatPublicMessage || c.ContentType != ContentTypeProposal {
 			return nil, fmt.Errorf("%w: external sender sent content type %d", ErrMalformed, c.ContentType)
 		}
 		switch c.Proposal.ProposalType() {
@@ -144,24 +334,24 @@ func (g *Group) senderKey(ac *AuthenticatedContent) ([]byte, error) {
 		}
 		data, ok := g.ctx.Extensions.Find(ExtensionTypeExternalSenders)
 		if !ok {
-			return nil, fmt.Errorf("%w: external sender but no external_senders extension", ErrInvalidProposal)
+			return nil, fmt.Errorf("%w: external sender but no external_senders extension", ErrNotMember)
 		}
 		var senders ExternalSenders
 		if err := decode(data, &senders, "external_senders"); err != nil {
 			return nil, err
 		}
 		if int(c.Sender.Index) >= len(senders) {
-			return nil, fmt.Errorf("%w: external sender %d not in external_senders", ErrInvalidProposal, c.Sender.Index)
+			return nil, fmt.Errorf("%w: external sender %d not in external_senders", ErrNotMember, c.Sender.Index)
 		}
 		return senders[c.Sender.Index].SignatureKey, nil
 	case SenderTypeNewMemberProposal:
 		add, ok := c.Proposal.(*AddProposal)
-		if ac.WireFormat != WireFormatPublicMessage || c.ContentType != ContentTypeProposal || !ok {
+		if wf != WireFormatPublicMessage || c.ContentType != ContentTypeProposal || !ok {
 			return nil, fmt.Errorf("%w: new member proposal that is not an Add", ErrMalformed)
 		}
 		return add.KeyPackage.LeafNode.SignatureKey, nil
 	case SenderTypeNewMemberCommit:
-		if ac.WireFormat != WireFormatPublicMessage || c.ContentType != ContentTypeCommit || c.Commit.Path == nil {
+		if wf != WireFormatPublicMessage || c.ContentType != ContentTypeCommit || c.Commit.Path == nil {
 			return nil, fmt.Errorf("%w: new member commit without a path", ErrMalformed)
 		}
 		return c.Commit.Path.LeafNode.SignatureKey, nil
@@ -169,25 +359,58 @@ func (g *Group) senderKey(ac *AuthenticatedContent) ([]byte, error) {
 	return nil, fmt.Errorf("%w: sender type %d", ErrMalformed, c.Sender.Type)
 }
 
-// cacheProposal stores a received proposal under its reference.
-func (g *Group) cacheProposal(ac *AuthenticatedContent) ([]byte, error) {
-	ref := cipher.MakeProposalRef(g.suite, codec.Marshal(ac))
-	for _, p := range g.proposals {
-		if bytes.Equal(p.ref, ref) {
-			return ref, nil
-		}
-	}
+// cacheProposal stores a proposal of the current epoch under its reference.
+func (g *Group) cacheProposal(ref []byte, ac *AuthenticatedContent) error {
 	if len(g.proposals) >= MaxProposals {
-		return nil, fmt.Errorf("%w: too many proposals in one epoch", ErrInvalidProposal)
+		return fmt.Errorf("%w: too many proposals in one epoch", ErrInvalidProposal)
 	}
 	g.proposals = append(g.proposals, cachedProposal{ref: ref, proposal: ac.Content.Proposal, sender: ac.Content.Sender})
-	return ref, nil
+	return nil
 }
 
-// advance makes next the current epoch and forgets the old one.
+// ownUnapplied returns this member's cached proposals, Updates aside, that
+// a Commit applying committed did not include.
+func (g *Group) ownUnapplied(committed []CommittedProposal) []Proposal {
+	me := Sender{Type: SenderTypeMember, Index: uint32(g.priv.leaf)}
+	var out []Proposal
+	for _, cp := range g.proposals {
+		if cp.sender != me || cp.proposal.ProposalType() == ProposalTypeUpdate {
+			continue
+		}
+		found := false
+		for _, c := range committed {
+			if bytes.Equal(c.Ref, cp.ref) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			out = append(out, cp.proposal)
+		}
+	}
+	return out
+}
+
+// advance makes next the current epoch. Of the epoch left, only what
+// decrypts late PrivateMessages is kept (Config.PastEpochs); the rest of
+// its secrets is deleted.
 func (g *Group) advance(next *epochState) {
+	if n := g.cfg.pastEpochs(); n > 0 {
+		g.past = append(g.past, &pastEpoch{
+			epoch: g.ctx.Epoch, ctxBytes: g.ctxBytes, sigKeys: g.tree.signatureKeys(),
+			senderData: g.secrets.senderData, secretTree: g.secretTree, endTag: clone(next.confirmationTag),
+		})
+		g.secrets.senderData = nil // kept, not wiped below
+		if over := len(g.past) - n; over > 0 {
+			for _, p := range g.past[:over] {
+				p.wipe()
+			}
+			g.past = append([]*pastEpoch(nil), g.past[over:]...)
+		}
+	} else {
+		g.secretTree.wipeAll()
+	}
 	g.secrets.wipe()
-	g.secretTree.wipeAll()
 	g.epochState = *next
 	g.proposals = nil
 	for _, k := range g.pendingUpdates {

@@ -155,6 +155,13 @@ func (t *ratchetTree) members(f func(l LeafIndex, n *LeafNode)) {
 	}
 }
 
+// signatureKeys returns the signature key of each leaf (nil when blank).
+func (t *ratchetTree) signatureKeys() [][]byte {
+	out := make([][]byte, t.numLeaves())
+	t.members(func(l LeafIndex, n *LeafNode) { out[l] = n.SignatureKey })
+	return out
+}
+
 // addLeaf puts n in the leftmost blank leaf, extending the tree when there
 // is none, and records it as unmerged at every non-blank parent above it
 // (RFC 9420 §12.1.1).

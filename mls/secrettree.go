@@ -44,9 +44,10 @@ func (c RatchetConfig) outOfOrder() uint32 {
 
 // Errors of the sender ratchets.
 var (
-	// ErrGenerationTooOld: the key for this generation was used already or
-	// has left the out-of-order window and been deleted.
-	ErrGenerationTooOld = errors.New("mls: message generation already used or too old")
+	// ErrGenerationTooOld: the key for this generation has left the
+	// out-of-order window and been deleted (a key inside the window that
+	// was used gives ErrReplay).
+	ErrGenerationTooOld = errors.New("mls: message generation too old")
 	// ErrGenerationTooNew: the generation is further ahead than the ratchet
 	// may move.
 	ErrGenerationTooNew = errors.New("mls: message generation too far ahead")
@@ -185,6 +186,11 @@ func (t *secretTree) get(leaf treemath.LeafIndex, kind ratchetKind, gen uint32) 
 		if kn, ok := r.keys[gen]; ok {
 			return kn, nil
 		}
+		// Every generation inside the window that is not kept was used:
+		// keys are kept from the moment they are derived until consumed.
+		if r.next-1-gen <= t.cfg.outOfOrder() {
+			return keyNonce{}, ErrReplay
+		}
 		return keyNonce{}, ErrGenerationTooOld
 	}
 	if gen-r.next > t.cfg.maxForward() || gen == ^uint32(0) {
@@ -199,6 +205,22 @@ func (t *secretTree) get(leaf treemath.LeafIndex, kind ratchetKind, gen uint32) 
 	}
 	t.prune(r)
 	return r.keys[gen], nil
+}
+
+// used reports, without changing anything, whether the key of generation
+// gen of leaf's ratchet was used: it is inside the out-of-order window but
+// no longer kept.
+func (t *secretTree) used(leaf treemath.LeafIndex, kind ratchetKind, gen uint32) bool {
+	rs := t.senders[leaf]
+	if rs == nil {
+		return false
+	}
+	r := &rs[kind]
+	if gen >= r.next {
+		return false
+	}
+	_, kept := r.keys[gen]
+	return !kept && r.next-1-gen <= t.cfg.outOfOrder()
 }
 
 // consume deletes the key of generation gen after its one use.

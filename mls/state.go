@@ -1,6 +1,8 @@
 package mls
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -10,40 +12,60 @@ import (
 )
 
 // stateVersion is the version of the encoding MarshalState writes. A
-// reader refuses other versions rather than guess.
-const stateVersion = 1
+// reader refuses other versions rather than guess. Version 1 (before past
+// epochs and pending commits were kept) is not read: no state of it was
+// ever stored outside tests.
+const stateVersion = 2
 
-// MarshalState encodes the group's whole state — including its private
-// keys and epoch secrets — so that UnmarshalState continues exactly where
-// the group was. The bytes are as secret as the keys: store them
-// encrypted. Layout (TLS presentation language):
+// State flags.
+const (
+	stateJoining = 1 << 0
+	stateRemoved = 1 << 1
+)
+
+// MarshalState encodes the group's whole state — its private keys, epoch
+// secrets, the keys of the past epochs it keeps, cached proposals and a
+// pending Commit — so that UnmarshalState continues exactly where the group
+// was. The bytes are as secret as the keys: store them encrypted, and
+// store the new state after every Process, Encrypt, Propose and Commit
+// (each spends or creates keys). Layout (TLS presentation language):
 //
-//	uint16 version = 1;
+//	uint16 version = 2;
 //	CipherSuite suite;
 //	opaque signature_private_key<V>;
-//	GroupContext context;
-//	optional<Node> ratchet_tree<V>;
-//	PrivateTree own_keys;            // leaf, then (node, priv, pub) entries
-//	EpochSecrets secrets;            // nine opaque<V> in fixed order
-//	SecretTree secret_tree;
-//	opaque interim_transcript_hash<V>;
-//	opaque confirmation_tag<V>;
+//	uint8 flags;                     // 1: external join unmerged, 2: removed
+//	EpochState current;
 //	CachedProposal proposals<V>;     // ref, Sender, Proposal
-//	KeyPair pending_updates<V>;
+//	KeyPair pending_updates<V>;      // priv, pub
 //	ResumptionPSK resumption<V>;     // epoch, secret
+//	PastEpoch past<V>;
 //	optional<ReInit> reinit;
+//	optional<PendingCommit> pending;
+//
+//	EpochState: GroupContext; optional<Node> ratchet_tree<V>;
+//	  PrivateTree own_keys;          // leaf, then (node, priv, pub) entries
+//	  EpochSecrets secrets;          // nine opaque<V> in fixed order
+//	  SecretTree secret_tree;
+//	  opaque interim_transcript_hash<V>; opaque confirmation_tag<V>;
+//	PastEpoch: uint64 epoch; opaque group_context<V>;
+//	  opaque signature_keys<V><V>;   // per leaf, empty when blank
+//	  opaque sender_data_secret<V>; SecretTree secret_tree; opaque end_tag<V>;
+//	PendingCommit: uint64 epoch; MLSMessage commit; optional<Welcome>;
+//	  GroupInfo; EpochState next; CommitResult; Proposal by_value<V>;
 func (g *Group) MarshalState() []byte {
 	var b codec.Builder
 	b.AddUint16(stateVersion)
 	b.AddUint16(uint16(g.suite.ID()))
 	b.AddOpaque(g.signer.Bytes())
-	g.ctx.MarshalTLS(&b)
-	g.tree.export().MarshalTLS(&b)
-	g.priv.MarshalTLS(&b)
-	g.secrets.MarshalTLS(&b)
-	g.secretTree.MarshalTLS(&b)
-	b.AddOpaque(g.interim)
-	b.AddOpaque(g.confirmationTag)
+	var flags uint8
+	if g.joining {
+		flags |= stateJoining
+	}
+	if g.removed {
+		flags |= stateRemoved
+	}
+	b.AddUint8(flags)
+	g.epochState.marshal(&b)
 	codec.AddList(&b, g.proposals, func(b *codec.Builder, p cachedProposal) {
 		b.AddOpaque(p.ref)
 		p.sender.MarshalTLS(b)
@@ -57,7 +79,16 @@ func (g *Group) MarshalState() []byte {
 		b.AddUint64(r.epoch)
 		b.AddOpaque(r.secret)
 	})
+	codec.AddList(&b, g.past, func(b *codec.Builder, p *pastEpoch) {
+		b.AddUint64(p.epoch)
+		b.AddOpaque(p.ctxBytes)
+		codec.AddList(b, p.sigKeys, func(b *codec.Builder, k []byte) { b.AddOpaque(k) })
+		b.AddOpaque(p.senderData)
+		p.secretTree.MarshalTLS(b)
+		b.AddOpaque(p.endTag)
+	})
 	b.AddOptional(g.reinit != nil, func(b *codec.Builder) { g.reinit.MarshalTLS(b) })
+	b.AddOptional(g.pending != nil, func(b *codec.Builder) { g.pending.marshal(b) })
 	return b.Bytes()
 }
 
@@ -74,17 +105,9 @@ func UnmarshalState(data []byte, cfg Config) (*Group, error) {
 	}
 	g := &Group{suite: s, cfg: cfg}
 	signerKey := r.Opaque(MaxKeySize)
-	var ctx GroupContext
-	ctx.UnmarshalTLS(r)
-	var rt RatchetTree
-	rt.UnmarshalTLS(r)
-	g.priv = new(privateTree)
-	g.priv.UnmarshalTLS(r)
-	g.secrets.UnmarshalTLS(r)
-	g.secretTree = &secretTree{suite: s, cfg: cfg.Ratchet}
-	g.secretTree.UnmarshalTLS(r)
-	g.interim = r.Opaque(MaxKeySize)
-	g.confirmationTag = r.Opaque(MaxKeySize)
+	flags := r.Uint8()
+	g.joining, g.removed = flags&stateJoining != 0, flags&stateRemoved != 0
+	cur := readEpochState(r, s, cfg)
 	g.proposals = codec.ReadList(r, MaxDataSize, MaxProposals, func(r *codec.Reader) cachedProposal {
 		var p cachedProposal
 		p.ref = r.Opaque(MaxKeySize)
@@ -98,24 +121,180 @@ func UnmarshalState(data []byte, cfg Config) (*Group, error) {
 	g.resumption = codec.ReadList(r, MaxDataSize, 1<<16, func(r *codec.Reader) resumptionPSK {
 		return resumptionPSK{epoch: r.Uint64(), secret: r.Opaque(MaxKeySize)}
 	})
+	g.past = codec.ReadList(r, MaxDataSize, 1<<10, func(r *codec.Reader) *pastEpoch {
+		p := &pastEpoch{epoch: r.Uint64(), ctxBytes: r.Opaque(MaxDataSize)}
+		p.sigKeys = codec.ReadList(r, MaxDataSize, MaxLeaves, func(r *codec.Reader) []byte {
+			if k := r.Opaque(MaxKeySize); len(k) > 0 {
+				return k
+			}
+			return nil
+		})
+		p.senderData = r.Opaque(MaxKeySize)
+		p.secretTree = &secretTree{suite: s, cfg: cfg.Ratchet}
+		p.secretTree.UnmarshalTLS(r)
+		p.endTag = r.Opaque(MaxKeySize)
+		return p
+	})
 	if r.Optional() {
 		g.reinit = new(ReInitProposal)
 		g.reinit.UnmarshalTLS(r)
 	}
+	var pendingErr error
+	if r.Optional() {
+		g.pending, pendingErr = readPendingCommit(r, s, cfg)
+	}
 	if err := r.Finish(); err != nil {
 		return nil, fmt.Errorf("%w: group state: %w", ErrMalformed, err)
 	}
+	if cur.err != nil {
+		return nil, cur.err
+	}
+	if pendingErr != nil {
+		return nil, pendingErr
+	}
+	g.epochState = *cur.state
 	if g.signer, err = s.NewSigner(signerKey); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: group state: %w", ErrMalformed, err)
 	}
-	if g.tree, err = importRatchetTree(s, rt); err != nil {
-		return nil, err
+	if own := g.tree.leaf(g.priv.leaf); !g.joining && (own == nil || !bytes.Equal(own.SignatureKey, g.signer.Public())) {
+		return nil, fmt.Errorf("%w: group state: signature key does not match the own leaf", ErrMalformed)
 	}
-	g.setContext(ctx)
-	if g.secretTree.nLeaves != g.tree.numLeaves() || g.tree.leaf(g.priv.leaf) == nil {
-		return nil, fmt.Errorf("%w: group state is inconsistent", ErrMalformed)
+	for _, p := range g.past {
+		if uint32(len(p.sigKeys)) != p.secretTree.nLeaves {
+			return nil, fmt.Errorf("%w: group state: past epoch %d is inconsistent", ErrMalformed, p.epoch)
+		}
 	}
 	return g, nil
+}
+
+// marshal writes an EpochState (see MarshalState).
+func (e *epochState) marshal(b *codec.Builder) {
+	e.ctx.MarshalTLS(b)
+	e.tree.export().MarshalTLS(b)
+	e.priv.MarshalTLS(b)
+	e.secrets.MarshalTLS(b)
+	e.secretTree.MarshalTLS(b)
+	b.AddOpaque(e.interim)
+	b.AddOpaque(e.confirmationTag)
+}
+
+// readEpoch is an EpochState as read; the checks that need more than the
+// syntax run once the whole state has been read.
+type readEpoch struct {
+	state *epochState
+	err   error
+}
+
+func readEpochState(r *codec.Reader, s cipher.Suite, cfg Config) readEpoch {
+	e := &epochState{priv: new(privateTree), secretTree: &secretTree{suite: s, cfg: cfg.Ratchet}}
+	var ctx GroupContext
+	ctx.UnmarshalTLS(r)
+	var rt RatchetTree
+	rt.UnmarshalTLS(r)
+	e.priv.UnmarshalTLS(r)
+	e.secrets.UnmarshalTLS(r)
+	e.secretTree.UnmarshalTLS(r)
+	e.interim = r.Opaque(MaxKeySize)
+	e.confirmationTag = r.Opaque(MaxKeySize)
+	if r.Err() != nil {
+		return readEpoch{}
+	}
+	e.setContext(ctx)
+	t, err := importRatchetTree(s, rt)
+	if err != nil {
+		return readEpoch{err: err}
+	}
+	e.tree = t
+	if e.secretTree.nLeaves != t.numLeaves() || uint32(e.priv.leaf) >= t.numLeaves() {
+		return readEpoch{err: fmt.Errorf("%w: group state is inconsistent", ErrMalformed)}
+	}
+	return readEpoch{state: e}
+}
+
+// marshal writes a PendingCommit (see MarshalState).
+func (pc *PendingCommit) marshal(b *codec.Builder) {
+	b.AddUint64(pc.epoch)
+	pc.Message.MarshalTLS(b)
+	b.AddOptional(pc.Welcome != nil, func(b *codec.Builder) { pc.Welcome.MarshalTLS(b) })
+	pc.GroupInfo.MarshalTLS(b)
+	pc.next.marshal(b)
+	res := pc.result
+	b.AddUint64(res.Epoch)
+	res.Committer.MarshalTLS(b)
+	codec.AddList(b, res.Proposals, func(b *codec.Builder, p CommittedProposal) {
+		b.AddOpaque(p.Ref)
+		p.Sender.MarshalTLS(b)
+		marshalProposal(b, p.Proposal)
+	})
+	codec.AddList(b, res.Added, func(b *codec.Builder, l LeafIndex) { b.AddUint32(uint32(l)) })
+	codec.AddList(b, res.Removed, func(b *codec.Builder, m Member) {
+		b.AddUint32(uint32(m.Leaf))
+		m.Credential.MarshalTLS(b)
+		b.AddOpaque(m.SignatureKey)
+	})
+	codec.AddList(b, pc.Skipped, func(b *codec.Builder, p SkippedProposal) {
+		b.AddOpaque(p.Ref)
+		p.Sender.MarshalTLS(b)
+		marshalProposal(b, p.Proposal)
+		b.AddString(p.Reason.Error())
+	})
+	codec.AddList(b, pc.byValue, func(b *codec.Builder, p Proposal) { marshalProposal(b, p) })
+}
+
+// readPendingCommit reads a PendingCommit; the error reports a problem
+// beyond the syntax, which r reports.
+func readPendingCommit(r *codec.Reader, s cipher.Suite, cfg Config) (*PendingCommit, error) {
+	pc := &PendingCommit{epoch: r.Uint64(), Message: new(MLSMessage), GroupInfo: new(GroupInfo), result: new(CommitResult)}
+	pc.Message.UnmarshalTLS(r)
+	if r.Optional() {
+		pc.Welcome = new(Welcome)
+		pc.Welcome.UnmarshalTLS(r)
+	}
+	pc.GroupInfo.UnmarshalTLS(r)
+	next := readEpochState(r, s, cfg)
+	res := pc.result
+	res.Epoch = r.Uint64()
+	res.Committer.UnmarshalTLS(r)
+	res.Proposals = codec.ReadList(r, MaxDataSize, MaxProposals, func(r *codec.Reader) CommittedProposal {
+		var p CommittedProposal
+		if ref := r.Opaque(MaxKeySize); len(ref) > 0 {
+			p.Ref = ref
+		}
+		p.Sender.UnmarshalTLS(r)
+		p.Proposal = readProposal(r)
+		return p
+	})
+	res.Added = codec.ReadList(r, MaxDataSize, MaxLeaves, func(r *codec.Reader) LeafIndex { return LeafIndex(r.Uint32()) })
+	res.Removed = codec.ReadList(r, MaxDataSize, MaxLeaves, func(r *codec.Reader) Member {
+		var m Member
+		m.Leaf = LeafIndex(r.Uint32())
+		m.Credential.UnmarshalTLS(r)
+		m.SignatureKey = r.Opaque(MaxKeySize)
+		return m
+	})
+	pc.Skipped = codec.ReadList(r, MaxDataSize, MaxProposals, func(r *codec.Reader) SkippedProposal {
+		var p SkippedProposal
+		p.Ref = r.Opaque(MaxKeySize)
+		p.Sender.UnmarshalTLS(r)
+		p.Proposal = readProposal(r)
+		p.Reason = errors.New(string(r.Opaque(MaxDataSize)))
+		return p
+	})
+	pc.byValue = codec.ReadList(r, MaxDataSize, MaxProposals, readProposal)
+	for _, p := range res.Proposals {
+		if ri, ok := p.Proposal.(*ReInitProposal); ok {
+			res.ReInit = ri
+		}
+	}
+	res.Skipped = pc.Skipped
+	pc.next = next.state
+	if next.err != nil {
+		return nil, next.err
+	}
+	if r.Err() == nil && pc.Message.WireFormat != WireFormatPublicMessage && pc.Message.WireFormat != WireFormatPrivateMessage {
+		return nil, fmt.Errorf("%w: group state: pending commit is not a group message", ErrMalformed)
+	}
+	return pc, nil
 }
 
 // MarshalTLS implements codec.Marshaler for the secret tree's state.

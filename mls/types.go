@@ -1,6 +1,7 @@
 package mls
 
 import (
+	"bytes"
 	"fmt"
 
 	"github.com/quicproquo/qpq/mls/cipher"
@@ -61,7 +62,16 @@ const (
 	ExtensionTypeRequiredCapabilities ExtensionType = 3
 	ExtensionTypeExternalPub          ExtensionType = 4
 	ExtensionTypeExternalSenders      ExtensionType = 5
+	// ExtensionTypeLastResort marks a KeyPackage that may be used more
+	// than once (the last_resort extension of the MLS extensions
+	// registry, which RFC 9420 §17.3 created). Its data is empty.
+	ExtensionTypeLastResort ExtensionType = 0x000a
 )
+
+// LastResort returns the last_resort KeyPackage extension: pass it to
+// NewKeyPackage to make a KeyPackage that is not deleted when used, for
+// when every single-use one has been taken.
+func LastResort() Extension { return Extension{Type: ExtensionTypeLastResort, Data: []byte{}} }
 
 // isDefault reports whether t is one of the extension types every client
 // supports and that capabilities must not list.
@@ -147,6 +157,32 @@ type Credential struct {
 	Type         CredentialType
 	Identity     []byte   // basic
 	Certificates [][]byte // x509: DER certificates, end-entity first
+}
+
+// BasicCredential returns a basic credential with the given identity.
+func BasicCredential(identity []byte) Credential {
+	return Credential{Type: CredentialTypeBasic, Identity: clone(identity)}
+}
+
+func (c *Credential) clone() Credential {
+	out := Credential{Type: c.Type, Identity: clone(c.Identity)}
+	for _, cert := range c.Certificates {
+		out.Certificates = append(out.Certificates, clone(cert))
+	}
+	return out
+}
+
+// Equal reports whether two credentials are the same.
+func (c *Credential) Equal(o *Credential) bool {
+	if c.Type != o.Type || !bytes.Equal(c.Identity, o.Identity) || len(c.Certificates) != len(o.Certificates) {
+		return false
+	}
+	for i := range c.Certificates {
+		if !bytes.Equal(c.Certificates[i], o.Certificates[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // MarshalTLS implements codec.Marshaler.

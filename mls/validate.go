@@ -21,6 +21,8 @@ type leafCheck struct {
 	// replaces is the leaf being replaced (Update, Commit path), which is
 	// exempt from the uniqueness check; -1 when none.
 	replaces int64
+	// credential is the application's authentication service (nil: none).
+	credential func(Credential, []byte) error
 }
 
 // validateLeafNode checks n as §7.3 asks: source, signature, support for
@@ -38,6 +40,11 @@ func validateLeafNode(c *leafCheck, n *LeafNode) error {
 	}
 	if !contains(n.Capabilities.Credentials, n.Credential.Type) {
 		return fmt.Errorf("%w: credential type 0x%04x not in its own capabilities", ErrInvalidLeafNode, uint16(n.Credential.Type))
+	}
+	if c.credential != nil {
+		if err := c.credential(n.Credential, n.SignatureKey); err != nil {
+			return fmt.Errorf("%w: credential refused: %w", ErrInvalidLeafNode, err)
+		}
 	}
 	for _, e := range n.Extensions {
 		if !e.Type.isDefault() && !contains(n.Capabilities.Extensions, e.Type) {
