@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"capnproto.org/go/capnp/v3"
-	"capnproto.org/go/capnp/v3/rpc"
+	capnprpc "capnproto.org/go/capnp/v3/rpc"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -22,6 +22,8 @@ import (
 	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	libp2pquic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/quicproquo/qpq/rpc"
 	"github.com/quicproquo/qpq/schema"
 )
 
@@ -83,7 +85,7 @@ type Host struct {
 	h      host.Host
 	self   ed25519.PublicKey
 	log    *slog.Logger
-	rpcLog rpc.Logger
+	rpcLog capnprpc.Logger
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine the Host starts
@@ -94,7 +96,7 @@ type Host struct {
 
 	mu      sync.Mutex // guards the fields below
 	clients map[peer.ID]*client
-	conns   map[*rpc.Conn]struct{} // live RPC connections, both directions
+	conns   map[*capnprpc.Conn]struct{} // live RPC connections, both directions
 	closed  bool
 }
 
@@ -103,7 +105,7 @@ type client struct {
 	id    peer.ID
 	ready chan struct{} // closed when conn/ns or err is set
 	link  network.Conn  // the libp2p connection its stream is on
-	conn  *rpc.Conn
+	conn  *capnprpc.Conn
 	ns    schema.NodeService
 	err   error
 }
@@ -174,11 +176,11 @@ func New(cfg Config) (*Host, error) {
 		h:       h,
 		self:    self,
 		log:     log.With("component", "p2p", "self", h.ID().ShortString()),
-		rpcLog:  capnpLogger{log.With("component", "p2p-rpc")},
+		rpcLog:  rpc.DebugLogger(log.With("component", "p2p-rpc")),
 		ctx:     ctx,
 		cancel:  cancel,
 		clients: make(map[peer.ID]*client),
-		conns:   make(map[*rpc.Conn]struct{}),
+		conns:   make(map[*capnprpc.Conn]struct{}),
 	}
 	if cfg.RelayService.Enable {
 		if hst.relay, err = newRelayService(h, cfg.RelayService); err != nil {
@@ -223,7 +225,7 @@ func (h *Host) Close() error {
 		return nil
 	}
 	h.closed = true
-	conns := make([]*rpc.Conn, 0, len(h.conns))
+	conns := make([]*capnprpc.Conn, 0, len(h.conns))
 	for c := range h.conns {
 		conns = append(conns, c)
 	}
@@ -272,7 +274,7 @@ func (h *Host) handleStream(s network.Stream) {
 		s.Reset()
 		return
 	}
-	conn := rpc.NewConn(newTransport(s), &rpc.Options{
+	conn := capnprpc.NewConn(newTransport(s), &capnprpc.Options{
 		BootstrapClient: h.cfg.Service(caller),
 		Logger:          h.rpcLog,
 	})
@@ -281,7 +283,7 @@ func (h *Host) handleStream(s network.Stream) {
 
 // trackLocked records conn until it ends, then forgets it (and the cached
 // client c, if any). h.mu must be held and h not closed.
-func (h *Host) trackLocked(conn *rpc.Conn, c *client) {
+func (h *Host) trackLocked(conn *capnprpc.Conn, c *client) {
 	h.conns[conn] = struct{}{}
 	h.wg.Add(1)
 	go func() {
@@ -378,7 +380,7 @@ func (h *Host) openClient(ctx context.Context, id peer.ID, c *client) {
 		fail(err)
 		return
 	}
-	conn := rpc.NewConn(newTransport(s), &rpc.Options{Logger: h.rpcLog})
+	conn := capnprpc.NewConn(newTransport(s), &capnprpc.Options{Logger: h.rpcLog})
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -393,44 +395,20 @@ func (h *Host) openClient(ctx context.Context, id peer.ID, c *client) {
 	h.mu.Unlock()
 }
 
-// capnpLogger reports capnp-go's messages at debug level. They are about
-// RPC connections ending or breaking ("remote abort: connection closed"),
-// routine on a P2P link where peers come and go; calls' own errors reach
-// their callers.
-type capnpLogger struct{ l *slog.Logger }
-
-func (c capnpLogger) Debug(msg string, args ...any) { c.l.Debug(msg, args...) }
-func (c capnpLogger) Info(msg string, args ...any)  { c.l.Debug(msg, args...) }
-func (c capnpLogger) Warn(msg string, args ...any)  { c.l.Debug(msg, args...) }
-func (c capnpLogger) Error(msg string, args ...any) { c.l.Debug(msg, args...) }
-
-// streamCodec is capnp's standard stream framing, with MaxRPCMessage as
-// the read limit (capnp's default is far larger) and each message written
-// in one Write: capnp's Encoder writes header and segments separately,
-// which QUIC may send as separate packets.
-type streamCodec struct {
-	*capnp.Decoder
-	s network.Stream
+// newTransport carries RPC on a libp2p stream with the transport of every
+// quicproquo link (rpc.NewTransport: one Write per message), reading
+// messages of at most MaxRPCMessage.
+func newTransport(s network.Stream) capnprpc.Transport {
+	return rpc.NewTransport(resetOnClose{s}, MaxRPCMessage)
 }
 
-func (c streamCodec) Encode(m *capnp.Message) error {
-	b, err := m.Marshal()
-	if err != nil {
-		return err
-	}
-	_, err = c.s.Write(b)
-	return err
-}
+// resetOnClose closes a libp2p stream, resetting it when a clean close
+// fails, so that its resources are freed either way.
+type resetOnClose struct{ network.Stream }
 
-func (c streamCodec) Close() error {
-	if err := c.s.Close(); err != nil {
-		return c.s.Reset()
+func (s resetOnClose) Close() error {
+	if err := s.Stream.Close(); err != nil {
+		return s.Stream.Reset()
 	}
 	return nil
-}
-
-func newTransport(s network.Stream) rpc.Transport {
-	d := capnp.NewDecoder(s)
-	d.MaxMessageSize = MaxRPCMessage
-	return rpc.NewTransport(streamCodec{Decoder: d, s: s})
 }

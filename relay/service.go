@@ -385,22 +385,9 @@ func (s *Service) peek(in store.Inbox, limit uint32) ([]store.Envelope, error) {
 
 // Fetch drains the caller's inbox.
 func (s *Service) Fetch(ctx context.Context, call schema.NodeService_fetch) error {
-	return s.done("fetch", func() error {
-		p := call.Args()
-		in, err := s.ownInbox(ctx, inboxArgs{p.Auth, p.Version(), p.RecipientKey, p.ChannelId})
-		if err != nil {
-			return err
-		}
-		envs, err := s.drain(in, p.Limit())
-		if err != nil {
-			return err
-		}
-		res, err := call.AllocResults()
-		if err != nil {
-			return err
-		}
-		return setEnvelopes(res.NewPayloads, envs)
-	}())
+	p := call.Args()
+	return s.done("fetch", takeNow(ctx, s, inboxArgs{p.Auth, p.Version(), p.RecipientKey, p.ChannelId},
+		p.Limit(), s.drain, func() (schema.NodeService_fetch_Results, error) { return call.AllocResults() }))
 }
 
 // FetchWait drains the caller's inbox, waiting for a message if it is
@@ -426,6 +413,24 @@ func (s *Service) PeekWait(ctx context.Context, call schema.NodeService_peekWait
 // envelopeResults are the results of every call that returns payloads.
 type envelopeResults interface {
 	NewPayloads(int32) (schema.Envelope_List, error)
+}
+
+// takeNow runs fetch or peek: take (drain or peek) what waits, at once.
+func takeNow[R envelopeResults](ctx context.Context, s *Service, a inboxArgs, limit uint32,
+	take func(store.Inbox, uint32) ([]store.Envelope, error), alloc func() (R, error)) error {
+	in, err := s.ownInbox(ctx, a)
+	if err != nil {
+		return err
+	}
+	envs, err := take(in, limit)
+	if err != nil {
+		return err
+	}
+	res, err := alloc()
+	if err != nil {
+		return err
+	}
+	return setEnvelopes(res.NewPayloads, envs)
 }
 
 // longPoll runs fetchWait or peekWait: take (drain or peek) at once, else
@@ -480,22 +485,9 @@ func (s *Service) wait(ctx context.Context, in store.Inbox, limit uint32, timeou
 
 // Peek returns the caller's queued messages without removing them.
 func (s *Service) Peek(ctx context.Context, call schema.NodeService_peek) error {
-	return s.done("peek", func() error {
-		p := call.Args()
-		in, err := s.ownInbox(ctx, inboxArgs{p.Auth, p.Version(), p.RecipientKey, p.ChannelId})
-		if err != nil {
-			return err
-		}
-		envs, err := s.peek(in, p.Limit())
-		if err != nil {
-			return err
-		}
-		res, err := call.AllocResults()
-		if err != nil {
-			return err
-		}
-		return setEnvelopes(res.NewPayloads, envs)
-	}())
+	p := call.Args()
+	return s.done("peek", takeNow(ctx, s, inboxArgs{p.Auth, p.Version(), p.RecipientKey, p.ChannelId},
+		p.Limit(), s.peek, func() (schema.NodeService_peek_Results, error) { return call.AllocResults() }))
 }
 
 // Ack removes the caller's messages up to a seq.

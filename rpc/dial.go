@@ -94,7 +94,7 @@ func Dial(ctx context.Context, addr string, opts DialOptions) (*Conn, error) {
 func NewConn(stream io.ReadWriteCloser) *Conn {
 	// Replies are bounded by the server's limits; the decoder keeps
 	// capnp's default cap (64 MiB) as the backstop.
-	rc := capnprpc.NewConn(newTransport(stream, 0), nil)
+	rc := capnprpc.NewConn(NewTransport(stream, 0), nil)
 	ns := schema.NodeService(rc.Bootstrap(context.Background()))
 	return &Conn{rc: rc, client: NewClient(ns)}
 }

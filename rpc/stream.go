@@ -55,9 +55,9 @@ func (o *ServeOptions) setDefaults() {
 // stream before returning.
 func ServeStream(ctx context.Context, stream io.ReadWriteCloser, impl schema.NodeService_Server, opts ServeOptions) {
 	opts.setDefaults()
-	conn := capnprpc.NewConn(newTransport(stream, opts.MaxMessageSize), &capnprpc.Options{
+	conn := capnprpc.NewConn(NewTransport(stream, opts.MaxMessageSize), &capnprpc.Options{
 		BootstrapClient: bootstrap(impl, opts.MaxPendingCalls),
-		Logger:          debugLogger{opts.Logger},
+		Logger:          DebugLogger(opts.Logger),
 	})
 	select {
 	case <-conn.Done():
@@ -75,9 +75,17 @@ func bootstrap(impl schema.NodeService_Server, maxPending int) capnp.Client {
 	})
 }
 
-func newTransport(stream io.ReadWriteCloser, maxMessage uint64) capnprpc.Transport {
+// NewTransport returns the Cap'n Proto RPC transport of every quicproquo
+// link: the standard unpacked stream framing, reading messages of at most
+// maxMessage bytes (0 means capnp's default, 64 MiB) and writing each
+// message with a single Write. Closing the transport closes stream. Every
+// RPC connection of this module (home server, federation, P2P link) runs
+// on it.
+func NewTransport(stream io.ReadWriteCloser, maxMessage uint64) capnprpc.Transport {
 	dec := capnp.NewDecoder(stream)
-	dec.MaxMessageSize = maxMessage
+	if maxMessage > 0 {
+		dec.MaxMessageSize = maxMessage
+	}
 	c := &streamCodec{Decoder: dec, w: stream, Closer: stream}
 	c.enc = capnp.NewEncoder(&c.buf)
 	return capnprpc.NewTransport(c)
@@ -146,9 +154,17 @@ func (r *countedReturner) Return() {
 	r.done()
 }
 
-// debugLogger sends everything the RPC system logs to debug level: it
-// reports per-connection trouble (a peer hanging up mid-call) that is not
-// the operator's concern.
+// DebugLogger adapts l for capnprpc.Options.Logger, sending everything
+// the RPC system logs to debug level: it reports per-connection trouble (a
+// peer hanging up mid-call, a link going away) that is not the operator's
+// concern; calls' own errors reach their callers.
+func DebugLogger(l *slog.Logger) capnprpc.Logger {
+	if l == nil {
+		l = slog.New(slog.DiscardHandler)
+	}
+	return debugLogger{l}
+}
+
 type debugLogger struct{ l *slog.Logger }
 
 func (d debugLogger) Debug(msg string, args ...any) { d.l.Debug(msg, args...) }
