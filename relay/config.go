@@ -110,6 +110,10 @@ func (r *RateLimits) setDefaults() {
 type Config struct {
 	// DataDir holds the database (store.FileName). Required.
 	DataDir string
+	// Domain is this server's domain: its users are name@Domain
+	// (federation.CheckDomain form). Empty means none: only bare names
+	// resolve.
+	Domain string
 	Limits  Limits
 	Rates   RateLimits
 	// TokenLifetime is how long a session token is valid (24 h).

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/quicproquo/qpq/relay/auth"
+	"github.com/quicproquo/qpq/relay/federation"
 	"github.com/quicproquo/qpq/relay/ratelimit"
 	"github.com/quicproquo/qpq/relay/store"
 	"github.com/quicproquo/qpq/rpc"
@@ -40,6 +41,11 @@ type Relay struct {
 func Open(cfg Config) (*Relay, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("relay: no data directory configured")
+	}
+	if cfg.Domain != "" {
+		if err := federation.CheckDomain(cfg.Domain); err != nil {
+			return nil, fmt.Errorf("relay: domain: %w", err)
+		}
 	}
 	cfg.setDefaults()
 	st, err := store.Open(cfg.DataDir, store.Options{

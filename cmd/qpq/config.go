@@ -13,14 +13,18 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/quicproquo/qpq/node/server"
+	"github.com/quicproquo/qpq/p2p"
 	"github.com/quicproquo/qpq/relay"
+	"github.com/quicproquo/qpq/relay/federation"
 )
 
 // DefaultListen is where `qpq serve` listens without --listen: loopback
 // only, so a first run exposes nothing. Operators pass --listen for the
 // public address.
-const DefaultListen = "127.0.0.1:7443"
+const DefaultListen = server.DefaultListen
 
 // serveConfig is `qpq serve`'s configuration. Sources, in rising
 // precedence: defaults, the TOML file (--config / QPQ_CONFIG), QPQ_*
@@ -34,16 +38,28 @@ type serveConfig struct {
 	RateLimit     bool          `toml:"rate_limit"`
 	TokenLifetime time.Duration `toml:"token_lifetime"`
 	LogLevel      string        `toml:"log_level"`
+	Domain        string        `toml:"domain"`
 
-	// mDNS announcement and the libp2p side of serve take effect once the
-	// p2p package is wired in; they are accepted (and validated) now so
-	// that configurations written today keep working.
-	MDNS       bool     `toml:"mdns"`
-	MDNSIfaces []string `toml:"mdns_iface"`
-	P2P        bool     `toml:"p2p"`
+	MDNS          bool     `toml:"mdns"`
+	MDNSIfaces    []string `toml:"mdns_iface"`
+	MDNSAdvertise string   `toml:"mdns_advertise"`
+	P2P           bool     `toml:"p2p"`
+	P2PListen     []string `toml:"p2p_listen"`
 
-	Limits limitsConfig `toml:"limits"`
-	Rates  ratesConfig  `toml:"rate_limits"`
+	Limits       limitsConfig       `toml:"limits"`
+	Rates        ratesConfig        `toml:"rate_limits"`
+	RelayService relayServiceConfig `toml:"relay_service"`
+}
+
+// relayServiceConfig mirrors p2p.RelayServiceConfig (the circuit relay v2
+// service of the libp2p host); 0 keeps a default.
+type relayServiceConfig struct {
+	MaxReservations      int           `toml:"max_reservations"`
+	MaxReservationsPerIP int           `toml:"max_reservations_per_ip"`
+	MaxCircuits          int           `toml:"max_circuits"`
+	ReservationTTL       time.Duration `toml:"reservation_ttl"`
+	ConnDuration         time.Duration `toml:"conn_duration"`
+	ConnData             int64         `toml:"conn_data"`
 }
 
 // limitsConfig mirrors relay.Limits; 0 keeps a default.
@@ -112,12 +128,18 @@ var serveOptions = []option{
 	{name: "rate-limit", usage: "rate limits on or off (off for benchmarks and conformance runs)", boolean: true, set: func(c *serveConfig, v string) error { return parseSwitch(v, &c.RateLimit) }},
 	{name: "token-lifetime", usage: "session token lifetime (default 24h)", set: func(c *serveConfig, v string) error { return parseDuration(v, &c.TokenLifetime) }},
 	{name: "log-level", usage: "debug, info, warn or error", set: func(c *serveConfig, v string) error { c.LogLevel = v; return nil }},
-	{name: "mdns", usage: "announce the server by mDNS (takes effect with the p2p package)", boolean: true, set: func(c *serveConfig, v string) error { return parseSwitch(v, &c.MDNS) }},
-	{name: "mdns-iface", usage: "comma-separated interfaces to announce on (takes effect with the p2p package)", set: func(c *serveConfig, v string) error {
+	{name: "domain", usage: "this server's domain: users are name@DOMAIN (default: the host name)", set: func(c *serveConfig, v string) error { c.Domain = v; return nil }},
+	{name: "mdns", usage: "announce the server on the LAN by mDNS (needs --p2p)", boolean: true, set: func(c *serveConfig, v string) error { return parseSwitch(v, &c.MDNS) }},
+	{name: "mdns-iface", usage: "comma-separated interfaces to announce on (default: every multicast interface with IPv4)", set: func(c *serveConfig, v string) error {
 		c.MDNSIfaces = splitList(v)
 		return nil
 	}},
-	{name: "p2p", usage: "run the libp2p side (takes effect with the p2p package)", boolean: true, set: func(c *serveConfig, v string) error { return parseSwitch(v, &c.P2P) }},
+	{name: "mdns-advertise", usage: "HOST:PORT announced as server= (default: --listen, or an interface address when it is 0.0.0.0)", set: func(c *serveConfig, v string) error { c.MDNSAdvertise = v; return nil }},
+	{name: "p2p", usage: "run the libp2p host with the circuit relay service", boolean: true, set: func(c *serveConfig, v string) error { return parseSwitch(v, &c.P2P) }},
+	{name: "p2p-listen", usage: "comma-separated QUIC multiaddrs of the libp2p host (default /ip4/<--listen host>/udp/7444/quic-v1)", set: func(c *serveConfig, v string) error {
+		c.P2PListen = splitList(v)
+		return nil
+	}},
 }
 
 func envName(flagName string) string {
@@ -209,15 +231,30 @@ func (c *serveConfig) check() error {
 	if _, err := logLevel(c.LogLevel); err != nil {
 		return err
 	}
-	if c.TokenLifetime < 0 || c.Limits.MaxFetchWait < 0 {
+	if c.TokenLifetime < 0 || c.Limits.MaxFetchWait < 0 || c.RelayService.ReservationTTL < 0 || c.RelayService.ConnDuration < 0 {
 		return errors.New("durations must not be negative")
+	}
+	if c.Domain != "" {
+		if err := federation.CheckDomain(c.Domain); err != nil {
+			return fmt.Errorf("domain: %w (use lowercase letters, digits, '-' and '.')", err)
+		}
+	}
+	if _, err := c.p2pListen(); err != nil {
+		return err
+	}
+	if c.MDNS && !c.P2P {
+		return errors.New("mdns needs p2p: the record announces the libp2p address; turn mdns off with p2p")
 	}
 	for _, n := range []int{c.Limits.MaxPayload, c.Limits.MaxKeyPackage, c.Limits.MaxKeyPackages, c.Limits.MaxBatchRecipients,
 		c.Limits.MaxHybridKeys, c.Limits.MaxEndpoint, c.Limits.MaxFetchBytes, c.Limits.MaxInboxDepth, c.Limits.MaxWaitsPerConn,
-		c.Limits.MaxConnections, c.Rates.PerTokenBurst, c.Rates.PerAddressBurst, c.Rates.FailedLoginsPerUserBurst, c.Rates.FailedLoginsPerAddrBurst} {
+		c.Limits.MaxConnections, c.Rates.PerTokenBurst, c.Rates.PerAddressBurst, c.Rates.FailedLoginsPerUserBurst, c.Rates.FailedLoginsPerAddrBurst,
+		c.RelayService.MaxReservations, c.RelayService.MaxReservationsPerIP, c.RelayService.MaxCircuits} {
 		if n < 0 {
 			return errors.New("limits must not be negative")
 		}
+	}
+	if c.RelayService.ConnData < 0 {
+		return errors.New("limits must not be negative")
 	}
 	for _, r := range []float64{c.Rates.PerToken, c.Rates.PerAddress, c.Rates.FailedLoginsPerUser, c.Rates.FailedLoginsPerAddr} {
 		if r < 0 || r != r {
@@ -272,11 +309,52 @@ func splitList(v string) []string {
 	return out
 }
 
+func (c *serveConfig) p2pListen() ([]ma.Multiaddr, error) {
+	var out []ma.Multiaddr
+	for _, s := range c.P2PListen {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("p2p_listen %q: %w", s, err)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// serverConfig turns the command's configuration into the server's.
+func (c *serveConfig) serverConfig(logger *slog.Logger) (server.Config, error) {
+	listen, err := c.p2pListen()
+	if err != nil {
+		return server.Config{}, err
+	}
+	rs := c.RelayService
+	return server.Config{
+		Relay:          c.relayConfig(logger.With("component", "relay")),
+		Listen:         c.Listen,
+		TLSCertFile:    c.TLSCert,
+		TLSKeyFile:     c.TLSKey,
+		MaxConnections: c.Limits.MaxConnections,
+		Metrics:        c.Metrics,
+		P2P: server.P2PConfig{
+			Enable: c.P2P,
+			Listen: listen,
+			Relay: p2p.RelayServiceConfig{
+				MaxReservations: rs.MaxReservations, MaxReservationsPerIP: rs.MaxReservationsPerIP,
+				MaxCircuits: rs.MaxCircuits, ReservationTTL: rs.ReservationTTL,
+				ConnDuration: rs.ConnDuration, ConnData: rs.ConnData,
+			},
+		},
+		MDNS:   server.MDNSConfig{Enable: c.MDNS, Interfaces: c.MDNSIfaces, Advertise: c.MDNSAdvertise},
+		Logger: logger,
+	}, nil
+}
+
 // relayConfig turns the command's configuration into the relay's.
 func (c *serveConfig) relayConfig(logger *slog.Logger) relay.Config {
 	l, r := c.Limits, c.Rates
 	return relay.Config{
 		DataDir: c.Data,
+		Domain:  c.Domain,
 		Limits: relay.Limits{
 			MaxPayload: l.MaxPayload, MaxKeyPackage: l.MaxKeyPackage, MaxKeyPackages: l.MaxKeyPackages,
 			MaxBatchRecipients: l.MaxBatchRecipients, MaxHybridKeys: l.MaxHybridKeys, MaxEndpoint: l.MaxEndpoint,

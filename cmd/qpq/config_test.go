@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quicproquo/qpq/p2p"
 	"github.com/quicproquo/qpq/relay"
 	"github.com/quicproquo/qpq/relay/store"
 	"github.com/quicproquo/qpq/rpc"
@@ -100,16 +101,20 @@ func TestConfigErrors(t *testing.T) {
 		return f
 	}
 	for name, args := range map[string][]string{
-		"unknown key":       {"--config", write(`listn = "x"`)},
-		"unknown table key": {"--config", write("[limits]\nmax_payloads = 1")},
-		"bad duration":      {"--token-lifetime", "soon"},
-		"bad switch":        {"--rate-limit=maybe"},
-		"cert without key":  {"--tls-cert", "c.pem"},
-		"bad log level":     {"--log-level", "loud"},
-		"negative limit":    {"--config", write("[limits]\nmax_payload = -1")},
-		"missing file":      {"--config", filepath.Join(dir, "nope.toml")},
-		"stray argument":    {"extra"},
-		"unknown flag":      {"--nope"},
+		"unknown key":        {"--config", write(`listn = "x"`)},
+		"unknown table key":  {"--config", write("[limits]\nmax_payloads = 1")},
+		"bad duration":       {"--token-lifetime", "soon"},
+		"bad switch":         {"--rate-limit=maybe"},
+		"cert without key":   {"--tls-cert", "c.pem"},
+		"bad log level":      {"--log-level", "loud"},
+		"negative limit":     {"--config", write("[limits]\nmax_payload = -1")},
+		"missing file":       {"--config", filepath.Join(dir, "nope.toml")},
+		"stray argument":     {"extra"},
+		"unknown flag":       {"--nope"},
+		"bad domain":         {"--domain", "A..test"},
+		"bad p2p listen":     {"--p2p-listen", "/ip4/1.2.3.4/udp/x"},
+		"mdns without p2p":   {"--p2p=false"},
+		"negative conn data": {"--config", write("[relay_service]\nconn_data = -1")},
 	} {
 		if _, err := loadServeConfig(append(args, "--data", dir), env(nil), io.Discard); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -153,8 +158,14 @@ func TestOperationsExampleParses(t *testing.T) {
 		t.Fatalf("the documented example does not load: %v", err)
 	}
 	// The example spells out the defaults; they must be the code's.
-	l, r := c.Limits, c.Rates
+	l, r, rs := c.Limits, c.Rates, c.RelayService
 	for name, pair := range map[string][2]float64{
+		"max_reservations":                {float64(rs.MaxReservations), p2p.DefaultRelayMaxReservations},
+		"max_reservations_per_ip":         {float64(rs.MaxReservationsPerIP), p2p.DefaultRelayMaxReservationsPerIP},
+		"max_circuits":                    {float64(rs.MaxCircuits), p2p.DefaultRelayMaxCircuits},
+		"reservation_ttl":                 {rs.ReservationTTL.Seconds(), p2p.DefaultRelayReservationTTL.Seconds()},
+		"conn_duration":                   {rs.ConnDuration.Seconds(), p2p.DefaultRelayConnDuration.Seconds()},
+		"conn_data":                       {float64(rs.ConnData), p2p.DefaultRelayConnData},
 		"max_payload":                     {float64(l.MaxPayload), relay.DefaultMaxPayload},
 		"max_key_package":                 {float64(l.MaxKeyPackage), relay.DefaultMaxKeyPackage},
 		"max_key_packages":                {float64(l.MaxKeyPackages), store.DefaultMaxKeyPackages},

@@ -17,8 +17,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"go.uber.org/goleak"
 
+	"github.com/quicproquo/qpq/node/identity"
+	"github.com/quicproquo/qpq/p2p"
 	"github.com/quicproquo/qpq/rpc"
 )
 
@@ -51,6 +54,8 @@ type startup struct {
 	addr    string
 	fp      rpc.Fingerprint
 	metrics string
+	domain  string
+	p2p     string // the AddrInfo JSON
 }
 
 func readStartup(t *testing.T, lines <-chan string) startup {
@@ -65,6 +70,10 @@ func readStartup(t *testing.T, lines <-chan string) startup {
 				s.addr = strings.Fields(l)[2]
 			case strings.HasPrefix(l, "metrics on "):
 				s.metrics = strings.TrimPrefix(l, "metrics on ")
+			case strings.HasPrefix(l, "domain "):
+				s.domain = strings.TrimPrefix(l, "domain ")
+			case strings.HasPrefix(l, "p2p "):
+				s.p2p = strings.TrimPrefix(l, "p2p ")
 			case strings.HasPrefix(l, "fingerprint "):
 				fp, err := rpc.ParseFingerprint(strings.TrimPrefix(l, "fingerprint "))
 				if err != nil {
@@ -86,9 +95,27 @@ func TestServe(t *testing.T) {
 	out := &lineWriter{lines: make(chan string, 16)}
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--data", data, "--metrics", "127.0.0.1:0"}, out, io.Discard)
+		// mDNS stays off: tests never announce on the real interface.
+		done <- run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--data", data, "--metrics", "127.0.0.1:0",
+			"--domain", "serve.test", "--p2p-listen", "/ip4/127.0.0.1/udp/0/quic-v1", "--mdns=false"}, out, io.Discard)
 	}()
 	s := readStartup(t, out.lines)
+	if s.domain != "serve.test" {
+		t.Errorf("domain line %q", s.domain)
+	}
+	// The libp2p AddrInfo is printed for nodes to use as their relay; its
+	// peer ID is the server's identity key under DATA.
+	var info peer.AddrInfo
+	if err := info.UnmarshalJSON([]byte(s.p2p)); err != nil || len(info.Addrs) == 0 {
+		t.Fatalf("p2p line %q: %v", s.p2p, err)
+	}
+	id, err := identity.Load(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, _ := p2p.PeerID(id.PublicKey()); info.ID != want {
+		t.Errorf("p2p peer %s, identity's %s", info.ID, want)
+	}
 
 	// The fingerprint printed is the certificate's under DATA/tls.
 	cert, err := rpc.LoadCertificate(filepath.Join(data, "tls", "cert.pem"), filepath.Join(data, "tls", "key.pem"))
@@ -149,7 +176,7 @@ func startProcess(t *testing.T, data string) *serverProcess {
 		t.Fatal(err)
 	}
 	out := &lineWriter{lines: make(chan string, 16)}
-	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--data", data, "--rate-limit=off")
+	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--data", data, "--rate-limit=off", "--p2p=false", "--mdns=false")
 	cmd.Stdout = out
 	cmd.Stderr = out
 	if err := cmd.Start(); err != nil {

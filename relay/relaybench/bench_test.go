@@ -380,7 +380,7 @@ func BenchmarkIdleClients(b *testing.B) {
 		b.Fatalf("go build: %v\n%s", err, out)
 	}
 	data := b.TempDir()
-	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--data", data, "--rate-limit=off", "--log-level=warn", "--metrics", "127.0.0.1:0")
+	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--data", data, "--rate-limit=off", "--log-level=warn", "--metrics", "127.0.0.1:0", "--p2p=false", "--mdns=false")
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
