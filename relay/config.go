@@ -114,8 +114,8 @@ type Config struct {
 	// (federation.CheckDomain form). Empty means none: only bare names
 	// resolve.
 	Domain string
-	Limits  Limits
-	Rates   RateLimits
+	Limits Limits
+	Rates  RateLimits
 	// TokenLifetime is how long a session token is valid (24 h).
 	TokenLifetime time.Duration
 	// LoginTTL is how long a login may take between start and finish (1 min).
