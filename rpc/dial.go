@@ -2,6 +2,8 @@ package rpc
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -23,7 +25,8 @@ const DefaultKeepAlive = 20 * time.Second
 var ErrNoPin = errors.New("rpc: no server fingerprint pinned; pass the server's fingerprint, or TrustOnFirstUse to learn it")
 
 // DialOptions say how to reach and trust a server. The zero value trusts
-// nothing: set Pin, or TrustOnFirstUse.
+// nothing: set Pin, or TrustOnFirstUse. DialStream, which takes the trust
+// in its TLS configuration, uses only the other fields.
 type DialOptions struct {
 	// Pin is the fingerprint the server must present.
 	Pin Fingerprint
@@ -52,14 +55,39 @@ func Dial(ctx context.Context, addr string, opts DialOptions) (*Conn, error) {
 	if opts.Pin.IsZero() && !opts.TrustOnFirstUse {
 		return nil, ErrNoPin
 	}
+	var seen Fingerprint
+	qc, st, err := DialStream(ctx, addr, PinnedClientTLSConfig(ALPN, opts.Pin, opts.Pin.IsZero(), &seen), opts)
+	if err != nil {
+		return nil, err
+	}
+	c := NewConn(st)
+	c.qc, c.fp = qc, seen
+	return c, nil
+}
+
+// DialStream connects to addr over QUIC with tlsConf (which says how the
+// server is trusted and which ALPN to ask for; see PinnedClientTLSConfig)
+// and opens the connection's one RPC stream. Closing the stream closes
+// the connection. The keep-alive, idle timeout and transport of opts
+// apply. A server that presents a certificate other than a pinned one is
+// reported as a *FingerprintMismatchError.
+func DialStream(ctx context.Context, addr string, tlsConf *tls.Config, opts DialOptions) (*quic.Conn, io.ReadWriteCloser, error) {
 	if opts.KeepAlive <= 0 {
 		opts.KeepAlive = DefaultKeepAlive
 	}
 	if opts.IdleTimeout <= 0 {
 		opts.IdleTimeout = DefaultIdleTimeout
 	}
-	var seen Fingerprint
-	tlsConf := clientTLSConfig(opts.Pin, opts.Pin.IsZero(), &seen)
+	// quic-go reports a failed certificate check as a TLS alert; keep
+	// the check's own error to give the caller the typed one.
+	var refused error
+	tlsConf = tlsConf.Clone()
+	if verify := tlsConf.VerifyPeerCertificate; verify != nil {
+		tlsConf.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
+			refused = verify(raw, chains)
+			return refused
+		}
+	}
 	qconf := &quic.Config{KeepAlivePeriod: opts.KeepAlive, MaxIdleTimeout: opts.IdleTimeout}
 	var qc *quic.Conn
 	var err error
@@ -72,21 +100,18 @@ func Dial(ctx context.Context, addr string, opts DialOptions) (*Conn, error) {
 		qc, err = quic.DialAddr(ctx, addr, tlsConf, qconf)
 	}
 	if err != nil {
-		// quic-go reports a failed certificate check as a TLS alert;
-		// give the caller the typed error it can act on.
-		if !opts.Pin.IsZero() && !seen.IsZero() && seen != opts.Pin {
-			return nil, &FingerprintMismatchError{Want: opts.Pin, Got: seen}
+		var mismatch *FingerprintMismatchError
+		if errors.As(refused, &mismatch) {
+			return nil, nil, mismatch
 		}
-		return nil, fmt.Errorf("rpc: dial %s: %w", addr, err)
+		return nil, nil, fmt.Errorf("rpc: dial %s: %w", addr, err)
 	}
 	st, err := qc.OpenStreamSync(ctx)
 	if err != nil {
 		qc.CloseWithError(0, "")
-		return nil, fmt.Errorf("rpc: open stream to %s: %w", addr, err)
+		return nil, nil, fmt.Errorf("rpc: open stream to %s: %w", addr, err)
 	}
-	c := NewConn(&quicStream{Stream: st, conn: qc})
-	c.qc, c.fp = qc, seen
-	return c, nil
+	return qc, &quicStream{Stream: st, conn: qc}, nil
 }
 
 // NewConn starts the client side of an RPC connection over stream (for

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"capnproto.org/go/capnp/v3"
 	"github.com/quic-go/quic-go"
 
 	"github.com/quicproquo/qpq/schema"
@@ -45,7 +46,15 @@ type ListenOptions struct {
 // Peer describes the remote end of an accepted connection.
 type Peer struct {
 	Addr netip.AddrPort
+	// TLS is the connection's handshake: the certificates a peer
+	// presented when the TLS configuration asked for them (ListenTLS).
+	TLS tls.ConnectionState
 }
+
+// RefusedCode is the QUIC application error code of a connection a
+// listener closes because it refuses the peer (ServeHooks); the reason
+// text says why.
+const RefusedCode quic.ApplicationErrorCode = 0x1
 
 // Listener accepts NodeService connections over QUIC.
 type Listener struct {
@@ -56,8 +65,15 @@ type Listener struct {
 	log  *slog.Logger
 }
 
-// Listen starts listening on addr ("host:port") with cert.
+// Listen starts listening on addr ("host:port") with cert, for
+// NodeService clients (ALPN "capnp", no client certificates).
 func Listen(addr string, cert tls.Certificate, opts ListenOptions) (*Listener, error) {
+	return ListenTLS(addr, ServerTLSConfig(cert, ALPN), opts)
+}
+
+// ListenTLS is Listen with the caller's TLS configuration (its own ALPN,
+// client certificates); it must require TLS 1.3.
+func ListenTLS(addr string, tlsConf *tls.Config, opts ListenOptions) (*Listener, error) {
 	if opts.MaxConnections <= 0 {
 		opts.MaxConnections = DefaultMaxConnections
 	}
@@ -79,7 +95,7 @@ func Listen(addr string, cert tls.Certificate, opts ListenOptions) (*Listener, e
 	// Our own Transport, so that closing the listener closes the socket and
 	// its goroutines at once rather than after the last connection drains.
 	tr := &quic.Transport{Conn: udp}
-	ql, err := tr.Listen(serverTLSConfig(cert), &quic.Config{
+	ql, err := tr.Listen(tlsConf, &quic.Config{
 		MaxIdleTimeout:        opts.IdleTimeout,
 		MaxIncomingStreams:    1, // the RPC stream
 		MaxIncomingUniStreams: -1,
@@ -100,6 +116,17 @@ func (l *Listener) Addr() net.Addr { return l.ql.Addr() }
 // the listener and every connection, waits for them, and returns nil when
 // ctx ends, or the accept error that stopped it.
 func (l *Listener) Serve(ctx context.Context, newService func(Peer) schema.NodeService_Server) error {
+	return l.ServeHooks(ctx, func(p Peer) (capnp.ClientHook, error) {
+		return schema.NodeService_NewServer(newService(p)), nil
+	})
+}
+
+// ServeHooks is Serve for any capability: admit returns the bootstrap
+// server (a generated <Interface>_NewServer) for a peer, or an error,
+// which closes the connection with RefusedCode and the error's text as
+// the reason the peer sees. admit runs once the handshake is done, before
+// the peer's stream is accepted.
+func (l *Listener) ServeHooks(ctx context.Context, admit func(Peer) (capnp.ClientHook, error)) error {
 	defer l.closeTransport() // runs last, once every connection has ended
 	var wg sync.WaitGroup
 	defer wg.Wait() // after cancel has ended every connection
@@ -127,7 +154,7 @@ func (l *Listener) Serve(ctx context.Context, newService func(Peer) schema.NodeS
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			l.serveConn(ctx, qc, newService)
+			l.serveConn(ctx, qc, admit)
 		}()
 	}
 }
@@ -150,18 +177,24 @@ func (l *Listener) closeTransport() error {
 	return err
 }
 
-func (l *Listener) serveConn(ctx context.Context, qc *quic.Conn, newService func(Peer) schema.NodeService_Server) {
-	peer := Peer{Addr: addrPort(qc.RemoteAddr())}
+func (l *Listener) serveConn(ctx context.Context, qc *quic.Conn, admit func(Peer) (capnp.ClientHook, error)) {
+	peer := Peer{Addr: addrPort(qc.RemoteAddr()), TLS: qc.ConnectionState().TLS}
+	hook, err := admit(peer)
+	if err != nil {
+		qc.CloseWithError(RefusedCode, err.Error())
+		return
+	}
 	actx, cancel := context.WithTimeout(ctx, streamAcceptTimeout)
 	st, err := qc.AcceptStream(actx)
 	cancel()
 	if err != nil {
+		hook.Shutdown()
 		qc.CloseWithError(0, "no RPC stream")
 		return
 	}
 	l.log.Debug("connection", "peer", peer.Addr)
 	// The QUIC connection ends with its one stream.
-	ServeStream(ctx, &quicStream{Stream: st, conn: qc}, newService(peer), l.opts.Serve)
+	ServeHook(ctx, &quicStream{Stream: st, conn: qc}, hook, l.opts.Serve)
 }
 
 // quicStream closes its whole connection on Close.

@@ -54,9 +54,16 @@ func (o *ServeOptions) setDefaults() {
 // connection over stream until the peer hangs up or ctx ends. It closes
 // stream before returning.
 func ServeStream(ctx context.Context, stream io.ReadWriteCloser, impl schema.NodeService_Server, opts ServeOptions) {
+	ServeHook(ctx, stream, schema.NodeService_NewServer(impl), opts)
+}
+
+// ServeHook is ServeStream for any capability: server is what a
+// generated <Interface>_NewServer returns (for instance
+// schema.FederationService_NewServer). The limits of opts apply alike.
+func ServeHook(ctx context.Context, stream io.ReadWriteCloser, server capnp.ClientHook, opts ServeOptions) {
 	opts.setDefaults()
 	conn := capnprpc.NewConn(NewTransport(stream, opts.MaxMessageSize), &capnprpc.Options{
-		BootstrapClient: bootstrap(impl, opts.MaxPendingCalls),
+		BootstrapClient: capnp.NewClient(&boundedHook{ClientHook: server, max: int64(opts.MaxPendingCalls)}),
 		Logger:          DebugLogger(opts.Logger),
 	})
 	select {
@@ -64,15 +71,6 @@ func ServeStream(ctx context.Context, stream io.ReadWriteCloser, impl schema.Nod
 	case <-ctx.Done():
 	}
 	conn.Close()
-}
-
-// bootstrap wraps impl in a capability that refuses calls beyond
-// maxPending in flight.
-func bootstrap(impl schema.NodeService_Server, maxPending int) capnp.Client {
-	return capnp.NewClient(&boundedHook{
-		ClientHook: schema.NodeService_NewServer(impl),
-		max:        int64(maxPending),
-	})
 }
 
 // NewTransport returns the Cap'n Proto RPC transport of every quicproquo

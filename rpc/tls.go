@@ -179,10 +179,12 @@ func writeFileSync(path string, data []byte, mode os.FileMode) error {
 	return nil
 }
 
-func serverTLSConfig(cert tls.Certificate) *tls.Config {
+// ServerTLSConfig is the TLS 1.3 configuration of a listener serving cert
+// for the application protocol alpn, with no client certificates.
+func ServerTLSConfig(cert tls.Certificate, alpn string) *tls.Config {
 	return &tls.Config{
 		Certificates: []tls.Certificate{cert},
-		NextProtos:   []string{ALPN},
+		NextProtos:   []string{alpn},
 		MinVersion:   tls.VersionTLS13,
 	}
 }
@@ -199,11 +201,17 @@ func (e *FingerprintMismatchError) Error() string {
 	return fmt.Sprintf("rpc: server certificate fingerprint is %s, but %s is pinned", e.Got, e.Want)
 }
 
-// clientTLSConfig verifies the server only by its pinned fingerprint; seen
-// receives the fingerprint the server presented.
-func clientTLSConfig(pin Fingerprint, tofu bool, seen *Fingerprint) *tls.Config {
+// PinnedClientTLSConfig is the TLS 1.3 configuration of a client of alpn
+// that verifies the server only by its pinned fingerprint (any
+// certificate when tofu is set); seen, if not nil, receives the
+// fingerprint the server presented. Add Certificates to present a client
+// certificate.
+func PinnedClientTLSConfig(alpn string, pin Fingerprint, tofu bool, seen *Fingerprint) *tls.Config {
+	if seen == nil {
+		seen = new(Fingerprint)
+	}
 	return &tls.Config{
-		NextProtos: []string{ALPN},
+		NextProtos: []string{alpn},
 		MinVersion: tls.VersionTLS13,
 		// Chain validation is replaced by the pin below: a home server's
 		// certificate is self-signed and named by its fingerprint.
