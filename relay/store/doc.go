@@ -31,11 +31,24 @@
 //	tokens    selector [16]           -> token       v1 | verifier [16] | identity [32] | expiry i64
 //	sessions  identity | expiry | sel -> (empty)     index to cap sessions per identity
 //	endpoints identity [32]           -> endpoint    v1 | published i64 | nodeAddr
+//	remotes   identity [32]           -> remote      v1 | resolved u8 | updated i64 | len u8 | domain | name
+//	fedin     origin | 0x00 | stream  -> relay mark  v1 | last seq u64 | updated i64
 //	meta      name                    -> server secrets and the layout version
 //
 // queueID is identity | 0x00 for a default inbox, identity | 0x01 |
-// channel for a channel inbox, and identity | 0x02 for the key-package
-// queue, so no queue's id is a prefix of another's.
+// channel for a channel inbox, identity | 0x02 for the key-package queue,
+// and SHA-256("quicproquo/relay-queue/v1" 0x00 domain) | 0x03 for the
+// deliveries waiting for another domain's server (RelayItem records), so
+// no queue's id is a prefix of another's.
+//
+// # Federation
+//
+// remotes maps identities of other domains to their home (package
+// relay/federation routes calls for them there); Deliver commits a
+// payload to local inboxes and other servers' queues in one transaction,
+// and for a delivery relayed here records (origin, stream, seq) in fedin
+// in that same transaction, so a repeat is recognized however often it is
+// sent.
 //
 // The store does not authenticate anyone; callers (package relay) decide
 // who may do what and pass identities in.

@@ -149,35 +149,8 @@ func (s *Store) depth(id []byte) (uint64, error) {
 // A non-zero channel must exist and have exactly from and the recipient as
 // members. It returns once the messages are on disk, and wakes waiters.
 func (s *Store) Enqueue(from Key, to []Key, channel ChannelID, payload []byte) ([]uint64, error) {
-	if !channel.IsZero() {
-		if err := s.checkChannel(from, to, channel); err != nil {
-			return nil, err
-		}
-	}
-	ids := make([][]byte, len(to))
-	for i, r := range to {
-		ids[i] = Inbox{Recipient: r, Channel: channel}.id()
-	}
-	var seqs []uint64
-	err := s.batch(func(tx *bbolt.Tx) error {
-		seqs = make([]uint64, len(ids)) // fresh on every run of the batch
-		for i, id := range ids {
-			seq, err := push(tx, id, payload, s.opts.MaxInboxDepth, ErrInboxFull)
-			if err != nil {
-				return err
-			}
-			seqs[i] = seq
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	s.queued.Add(int64(len(ids)))
-	for _, id := range ids {
-		s.hub.notify(string(id))
-	}
-	return seqs, nil
+	d, err := s.Deliver(Delivery{From: from, Channel: channel, Payload: payload, Local: to})
+	return d.Local, err
 }
 
 // checkChannel verifies that channel exists and that each recipient and

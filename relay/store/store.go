@@ -50,6 +50,10 @@ type Options struct {
 	// BatchSize caps the writes that share one commit. 0 means
 	// DefaultBatchSize.
 	BatchSize int
+	// MaxRelayQueue caps the deliveries queued for one other server; a
+	// delivery beyond it fails with ErrRelayQueueFull. 0 means
+	// DefaultMaxRelayQueue.
+	MaxRelayQueue int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -66,6 +70,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = DefaultBatchSize
+	}
+	if o.MaxRelayQueue <= 0 {
+		o.MaxRelayQueue = DefaultMaxRelayQueue
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -95,9 +102,11 @@ var (
 	bTokens    = []byte("tokens")
 	bSessions  = []byte("sessions")
 	bEndpoints = []byte("endpoints")
+	bRemotes   = []byte("remotes")
+	bFedIn     = []byte("fedin")
 	bMeta      = []byte("meta")
 
-	bucketNames = [][]byte{bQueues, bItems, bChannels, bUsers, bIdents, bHybrid, bTokens, bSessions, bEndpoints, bMeta}
+	bucketNames = [][]byte{bQueues, bItems, bChannels, bUsers, bIdents, bHybrid, bTokens, bSessions, bEndpoints, bRemotes, bFedIn, bMeta}
 )
 
 // Keys in the meta bucket.
