@@ -2,27 +2,16 @@ package relay
 
 import (
 	"github.com/quicproquo/qpq/relay/store"
+	"github.com/quicproquo/qpq/relay/wire"
 	"github.com/quicproquo/qpq/rpc/errcode"
 	"github.com/quicproquo/qpq/schema"
 )
 
-// unreadable reports a field the Cap'n Proto decoder could not read
-// (a pointer of the wrong kind, or past the traversal limit).
-func unreadable(field string) error {
-	return errcode.Errorf(errcode.InvalidArgument, "%s is unreadable", field)
-}
-
-// keyArg reads a 32-byte identity key field.
-func keyArg(field string, get func() ([]byte, error)) (store.Key, error) {
-	b, err := get()
-	if err != nil {
-		return store.Key{}, unreadable(field)
-	}
-	if len(b) != store.KeySize {
-		return store.Key{}, errcode.Errorf(errcode.InvalidArgument, "%s is %d bytes; keys are %d", field, len(b), store.KeySize)
-	}
-	return store.Key(b), nil
-}
+var (
+	unreadable = wire.Unreadable
+	keyArg     = wire.Key
+	channelArg = wire.Channel
+)
 
 // ownKey reads an identity key field that must name the caller.
 func ownKey(c Caller, field string, get func() ([]byte, error)) (store.Key, error) {
@@ -34,29 +23,6 @@ func ownKey(c Caller, field string, get func() ([]byte, error)) (store.Key, erro
 		return store.Key{}, errcode.Errorf(errcode.PermissionDenied, "%s is not the caller's identity", field)
 	}
 	return k, nil
-}
-
-// channelArg reads a channelId field: empty for the default inbox, or 16
-// bytes.
-func channelArg(get func() ([]byte, error)) (store.ChannelID, error) {
-	b, err := get()
-	if err != nil {
-		return store.ChannelID{}, unreadable("channelId")
-	}
-	switch len(b) {
-	case 0:
-		return store.ChannelID{}, nil
-	case len(store.ChannelID{}):
-		id := store.ChannelID(b)
-		if id.IsZero() {
-			// createChannel never makes the all-zero id; refuse it here
-			// so it cannot alias the default inbox.
-			return store.ChannelID{}, errcode.New(errcode.NotFound, "no such channel")
-		}
-		return id, nil
-	default:
-		return store.ChannelID{}, errcode.Errorf(errcode.InvalidArgument, "channelId is %d bytes; it is empty or 16", len(b))
-	}
 }
 
 func versionArg(v uint16) error {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/quicproquo/qpq/relay/federation"
 	"github.com/quicproquo/qpq/relay/store"
 )
 
@@ -43,6 +44,7 @@ type Limits struct {
 	MaxLoginsPerConn   int // logins in progress per connection (DefaultMaxLoginsPerConn)
 	MaxInboxDepth      int // messages per inbox (store.DefaultMaxInboxDepth)
 	MaxKeyPackages     int // key packages per identity (store.DefaultMaxKeyPackages)
+	MaxRelayQueue      int // deliveries waiting for one other domain's server (store.DefaultMaxRelayQueue)
 }
 
 func (l *Limits) setDefaults() {
@@ -61,6 +63,7 @@ func (l *Limits) setDefaults() {
 	def(&l.MaxLoginsPerConn, DefaultMaxLoginsPerConn)
 	def(&l.MaxInboxDepth, store.DefaultMaxInboxDepth)
 	def(&l.MaxKeyPackages, store.DefaultMaxKeyPackages)
+	def(&l.MaxRelayQueue, store.DefaultMaxRelayQueue)
 	l.MaxFetchBytes = max(l.MaxFetchBytes, l.MaxPayload) // one message always fits
 }
 
@@ -135,6 +138,12 @@ type Config struct {
 	Registry *prometheus.Registry
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Federation, if set, relays for users of other domains through their
+	// home servers (package federation). Domain above is this server's;
+	// Open fills in Federation's Domain, MaxPayload, MaxBatch, Logger,
+	// Registry and Now from this Config; the caller sets its Certificate,
+	// Listen and Peers.
+	Federation *federation.Config
 }
 
 func (c *Config) setDefaults() {

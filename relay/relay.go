@@ -28,7 +28,8 @@ type Relay struct {
 	accounts *auth.Accounts
 	m        *metrics
 
-	perToken, perAddr *ratelimit.Keyed // nil when rate limits are off
+	perToken, perAddr *ratelimit.Keyed       // nil when rate limits are off
+	fed               *federation.Federation // nil without federation
 
 	stop      context.CancelFunc
 	wg        sync.WaitGroup
@@ -50,6 +51,7 @@ func Open(cfg Config) (*Relay, error) {
 	cfg.setDefaults()
 	st, err := store.Open(cfg.DataDir, store.Options{
 		MaxInboxDepth:  cfg.Limits.MaxInboxDepth,
+		MaxRelayQueue:  cfg.Limits.MaxRelayQueue,
 		MaxKeyPackages: cfg.Limits.MaxKeyPackages,
 		BatchSize:      cfg.BatchSize,
 		Now:            cfg.Now,
@@ -78,6 +80,12 @@ func Open(cfg Config) (*Relay, error) {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
 	r.m = newMetrics(cfg.Registry, func() float64 { return float64(st.Queued()) })
+	if cfg.Federation != nil {
+		if err := r.startFederation(); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
 
 	ctx, stop := context.WithCancel(context.Background())
 	r.stop = stop
@@ -106,12 +114,16 @@ func (r *Relay) sweepTokens(ctx context.Context) {
 	}
 }
 
-// Close stops housekeeping and closes the store. Serve must have returned.
+// Close stops housekeeping and federation and closes the store. Serve must
+// have returned.
 // It is idempotent.
 func (r *Relay) Close() error {
 	r.closeOnce.Do(func() {
 		r.stop()
 		r.wg.Wait()
+		if r.fed != nil {
+			r.fed.Close()
+		}
 		r.closeErr = r.st.Close()
 	})
 	return r.closeErr

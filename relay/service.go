@@ -12,6 +12,7 @@ import (
 
 	"github.com/quicproquo/qpq/relay/auth"
 	"github.com/quicproquo/qpq/relay/store"
+	"github.com/quicproquo/qpq/relay/wire"
 	"github.com/quicproquo/qpq/rpc/errcode"
 	"github.com/quicproquo/qpq/schema"
 )
@@ -210,9 +211,9 @@ func (s *Service) FetchKeyPackage(ctx context.Context, call schema.NodeService_f
 		if err != nil {
 			return err
 		}
-		pkg, err := s.r.st.PopKeyPackage(id)
+		pkg, err := s.r.fetchKeyPackage(ctx, id)
 		if err != nil {
-			return internalErr(err)
+			return err
 		}
 		res, err := call.AllocResults()
 		if err != nil {
@@ -261,21 +262,9 @@ func (s *Service) BatchEnqueue(ctx context.Context, call schema.NodeService_batc
 		if err := versionArg(p.Version()); err != nil {
 			return err
 		}
-		list, err := p.RecipientKeys()
+		to, err := wire.Recipients(p.RecipientKeys, s.r.cfg.Limits.MaxBatchRecipients)
 		if err != nil {
-			return unreadable("recipientKeys")
-		}
-		switch n := list.Len(); {
-		case n == 0:
-			return errcode.New(errcode.InvalidArgument, "recipientKeys is empty")
-		case n > s.r.cfg.Limits.MaxBatchRecipients:
-			return errcode.Errorf(errcode.ResourceExhausted, "%d recipients is above the limit of %d", n, s.r.cfg.Limits.MaxBatchRecipients)
-		}
-		to := make([]store.Key, list.Len())
-		for i := range to {
-			if to[i], err = keyArg("recipientKeys[i]", func() ([]byte, error) { return list.At(i) }); err != nil {
-				return err
-			}
+			return err
 		}
 		seqs, err := s.enqueue(c, to, p.ChannelId, p.Payload)
 		if err != nil {
@@ -301,29 +290,20 @@ func (s *Service) enqueue(c Caller, to []store.Key, channelField, payloadField f
 	if err != nil {
 		return nil, err
 	}
-	payload, err := payloadField()
+	payload, err := wire.Payload(payloadField, s.r.cfg.Limits.MaxPayload)
 	if err != nil {
-		return nil, unreadable("payload")
+		return nil, err
 	}
-	switch {
-	case len(payload) == 0:
-		return nil, errcode.New(errcode.InvalidArgument, "payload is empty")
-	case len(payload) > s.r.cfg.Limits.MaxPayload:
-		return nil, errcode.Errorf(errcode.ResourceExhausted, "payload of %d bytes is above the limit of %d", len(payload), s.r.cfg.Limits.MaxPayload)
+	local, relays, place, err := s.r.split(to, 1, "")
+	if err != nil {
+		return nil, err
 	}
-	seqs, err := s.r.st.Enqueue(c.Identity, to, ch, payload)
-	switch {
-	case errors.Is(err, store.ErrChannelNotFound):
-		return nil, errcode.New(errcode.NotFound, "no such channel; create it with createChannel")
-	case errors.Is(err, store.ErrNotChannelMember):
-		return nil, errcode.New(errcode.PermissionDenied, "the channel's members are not the caller and the recipient")
-	case errors.Is(err, store.ErrInboxFull):
-		return nil, errcode.Errorf(errcode.ResourceExhausted, "recipient's inbox is full (%d messages)", s.r.cfg.Limits.MaxInboxDepth)
-	case err != nil:
-		return nil, internalErr(err)
+	d, err := s.r.st.Deliver(store.Delivery{From: c.Identity, Channel: ch, Payload: payload, Local: local, Relays: relays})
+	if err != nil {
+		return nil, s.r.deliveryErr(err)
 	}
-	s.r.m.enqueued.Add(float64(len(seqs)))
-	return seqs, nil
+	s.r.m.enqueued.Add(float64(len(d.Local)))
+	return seqsInOrder(d, place), nil
 }
 
 // inboxArgs are the fields that name the caller's own inbox.
@@ -560,9 +540,9 @@ func (s *Service) FetchHybridKey(ctx context.Context, call schema.NodeService_fe
 		if err != nil {
 			return err
 		}
-		keys, err := s.r.st.HybridKeys(id)
+		keys, err := s.r.hybridKeys(ctx, id)
 		if err != nil {
-			return internalErr(err)
+			return err
 		}
 		res, err := call.AllocResults()
 		if err != nil {
@@ -592,9 +572,9 @@ func (s *Service) FetchHybridKeys(ctx context.Context, call schema.NodeService_f
 				return err
 			}
 		}
-		keys, err := s.r.st.HybridKeys(ids...)
+		keys, err := s.r.hybridKeys(ctx, ids...)
 		if err != nil {
-			return internalErr(err)
+			return err
 		}
 		res, err := call.AllocResults()
 		if err != nil {
@@ -830,9 +810,9 @@ func (s *Service) CreateChannel(ctx context.Context, call schema.NodeService_cre
 		if peer == c.Identity {
 			return errcode.New(errcode.InvalidArgument, "peerKey is the caller's own identity")
 		}
-		id, created, err := s.r.st.CreateChannel(c.Identity, peer)
+		id, created, err := s.r.createChannel(ctx, c.Identity, peer)
 		if err != nil {
-			return internalErr(err)
+			return err
 		}
 		res, err := call.AllocResults()
 		if err != nil {
@@ -854,18 +834,15 @@ func (s *Service) ResolveUser(ctx context.Context, call schema.NodeService_resol
 		if err != nil {
 			return unreadable("username")
 		}
-		if err := auth.CheckUsername(name); err != nil {
-			return err
-		}
-		u, ok, err := s.r.st.User(name)
+		key, err := s.r.resolveUser(ctx, name)
 		if err != nil {
-			return internalErr(err)
+			return err
 		}
 		res, err := call.AllocResults()
-		if err != nil || !ok {
+		if err != nil || key == nil {
 			return err
 		}
-		return res.SetIdentityKey(u.Identity[:])
+		return res.SetIdentityKey(key)
 	}())
 }
 
@@ -877,9 +854,9 @@ func (s *Service) ResolveIdentity(ctx context.Context, call schema.NodeService_r
 		if err != nil {
 			return err
 		}
-		name, _, err := s.r.st.Username(id)
+		name, err := s.r.resolveIdentity(id)
 		if err != nil {
-			return internalErr(err)
+			return err
 		}
 		res, err := call.AllocResults()
 		if err != nil {

@@ -79,6 +79,13 @@ func (c *Client) auth(newAuth func() (schema.Auth, error)) error {
 	return a.SetAccessToken(c.token)
 }
 
+// CallError turns the error of a failed call of any capability into one
+// that carries the answering side's code (errcode.Of), or wraps
+// ErrDisconnected when the connection ended, or ctx's error.
+func CallError(ctx context.Context, method string, err error) error {
+	return callError(ctx, method, err)
+}
+
 // callError turns a failed call's error into one that carries its code.
 func callError(ctx context.Context, method string, err error) error {
 	switch {

@@ -37,6 +37,9 @@ const (
 	// is empty: it listens on the host of Listen, on this port, so that
 	// its AddrInfo stays the same across restarts.
 	DefaultP2PPort = 7444
+	// DefaultFederationPort is the UDP port of federation when
+	// Relay.Federation.Listen is empty: on the host of Listen.
+	DefaultFederationPort = 7445
 	// DefaultMDNSName is the mDNS instance name when there is no domain.
 	DefaultMDNSName = "qpq-server"
 
@@ -51,7 +54,9 @@ type Config struct {
 	// Relay is the store-and-forward service; Relay.Domain is this
 	// server's domain (default: the host name, lowercased, if it is a
 	// valid domain). Relay.Registry, if nil, becomes a registry with the
-	// Go runtime and process collectors.
+	// Go runtime and process collectors. Relay.Federation, if set, gets
+	// the server's certificate, and listens on the host of Listen at
+	// DefaultFederationPort unless its Listen says otherwise.
 	Relay relay.Config
 	// Listen is the UDP address of NodeService over QUIC (DefaultListen).
 	Listen string
@@ -113,6 +118,9 @@ type Info struct {
 	MDNS string
 	// Metrics is the metrics URL; empty without metrics.
 	Metrics string
+	// Federation is where peers call this server; nil without
+	// federation.
+	Federation net.Addr
 }
 
 // Server is a running home server.
@@ -163,9 +171,6 @@ func Start(cfg Config) (_ *Server, err error) {
 		}
 	}()
 
-	if s.relay, err = relay.Open(cfg.Relay); err != nil {
-		return nil, fmt.Errorf("server: %w (is another qpq serve using %s?)", err, cfg.Relay.DataDir)
-	}
 	var cert tls.Certificate
 	if cfg.TLSCertFile != "" || cfg.TLSKeyFile != "" {
 		cert, err = rpc.LoadCertificate(cfg.TLSCertFile, cfg.TLSKeyFile)
@@ -174,6 +179,21 @@ func Start(cfg Config) (_ *Server, err error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
+	}
+	if fc := cfg.Relay.Federation; fc != nil {
+		// Federation presents the certificate clients pin, so operators
+		// exchange one fingerprint.
+		fed := *fc
+		fed.Certificate = cert
+		if fed.Listen == "" {
+			if fed.Listen, err = withPort(cfg.Listen, DefaultFederationPort); err != nil {
+				return nil, err
+			}
+		}
+		cfg.Relay.Federation = &fed
+	}
+	if s.relay, err = relay.Open(cfg.Relay); err != nil {
+		return nil, fmt.Errorf("server: %w (is another qpq serve using %s?)", err, cfg.Relay.DataDir)
 	}
 	s.ln, err = rpc.Listen(cfg.Listen, cert, rpc.ListenOptions{
 		MaxConnections: cfg.MaxConnections,
@@ -188,6 +208,9 @@ func Start(cfg Config) (_ *Server, err error) {
 		Fingerprint: rpc.CertificateFingerprint(cert),
 		DataDir:     cfg.Relay.DataDir,
 		Domain:      cfg.Relay.Domain,
+	}
+	if f := s.relay.Federation(); f != nil {
+		s.info.Federation = f.Addr()
 	}
 	if cfg.Metrics != "" {
 		if s.mln, err = net.Listen("tcp", cfg.Metrics); err != nil {
@@ -365,6 +388,15 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// withPort is host:port with the host of addr.
+func withPort(addr string, port int) (string, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("server: listen address %q: %w", addr, err)
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port)), nil
 }
 
 // hostDomain is the host name as a domain, or "" when it is not one.

@@ -26,6 +26,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 	"unicode"
@@ -170,7 +171,8 @@ func randomBytes(n int) []byte {
 
 // CheckUsername validates a username: 1 to MaxUsernameSize bytes of UTF-8,
 // printable, without leading or trailing spaces (it is shown to people and
-// announced as an mDNS instance name).
+// announced as an mDNS instance name), and without '@' (users are
+// name@domain).
 func CheckUsername(name string) error {
 	switch {
 	case name == "":
@@ -181,6 +183,9 @@ func CheckUsername(name string) error {
 		return errcode.New(errcode.InvalidArgument, "username is not UTF-8")
 	case name[0] == ' ' || name[len(name)-1] == ' ':
 		return errcode.New(errcode.InvalidArgument, "username starts or ends with a space")
+	case strings.ContainsRune(name, '@'):
+		// Users are name@domain: a name holding '@' would be ambiguous.
+		return errcode.New(errcode.InvalidArgument, "username contains '@', which separates a name from its domain")
 	}
 	for _, r := range name {
 		if !unicode.IsPrint(r) {

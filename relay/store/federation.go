@@ -302,13 +302,18 @@ type Delivered struct {
 
 // Deliver stores d in one transaction and returns once it is on disk. A
 // non-zero channel must exist (or be imported, see Incoming) and have
-// exactly From and each recipient, here or elsewhere, as members. Waiters
-// on the inboxes and queues are woken.
+// exactly From and each recipient as members: every recipient for a
+// client's delivery, the local ones for a relayed one. Waiters on the
+// inboxes and queues are woken.
 func (s *Store) Deliver(d Delivery) (Delivered, error) {
 	if !d.Channel.IsZero() && (d.Incoming == nil || !d.Incoming.ImportChannel) {
 		all := d.Local
-		for _, r := range d.Relays {
-			all = append(all[:len(all):len(all)], r.Recipients...)
+		if d.Incoming == nil {
+			// A client's delivery: its channel is recorded here whoever the
+			// recipients are. One passed on is checked where it ends.
+			for _, r := range d.Relays {
+				all = append(all[:len(all):len(all)], r.Recipients...)
+			}
 		}
 		if err := s.checkChannel(d.From, all, d.Channel); err != nil {
 			return Delivered{}, err
