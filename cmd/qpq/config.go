@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,6 +20,7 @@ import (
 	"github.com/quicproquo/qpq/p2p"
 	"github.com/quicproquo/qpq/relay"
 	"github.com/quicproquo/qpq/relay/federation"
+	"github.com/quicproquo/qpq/rpc"
 )
 
 // DefaultListen is where `qpq serve` listens without --listen: loopback
@@ -49,6 +51,26 @@ type serveConfig struct {
 	Limits       limitsConfig       `toml:"limits"`
 	Rates        ratesConfig        `toml:"rate_limits"`
 	RelayService relayServiceConfig `toml:"relay_service"`
+	Federation   federationConfig   `toml:"federation"`
+}
+
+// federationConfig configures federation; it is on when peers are
+// listed. 0 or empty keeps a default.
+type federationConfig struct {
+	Listen   string        `toml:"listen"`
+	MaxHops  int           `toml:"max_hops"`
+	Rate     float64       `toml:"rate"`
+	Burst    int           `toml:"burst"`
+	RetryMax time.Duration `toml:"retry_max"`
+	MaxQueue int           `toml:"max_queue"`
+	Peers    []peerConfig  `toml:"peers"`
+}
+
+// peerConfig is one [[federation.peers]] entry.
+type peerConfig struct {
+	Domain      string `toml:"domain"`
+	Address     string `toml:"address"`
+	Fingerprint string `toml:"fingerprint"`
 }
 
 // relayServiceConfig mirrors p2p.RelayServiceConfig (the circuit relay v2
@@ -135,6 +157,7 @@ var serveOptions = []option{
 		return nil
 	}},
 	{name: "mdns-advertise", usage: "HOST:PORT announced as server= (default: --listen, or an interface address when it is 0.0.0.0)", set: func(c *serveConfig, v string) error { c.MDNSAdvertise = v; return nil }},
+	{name: "federation-listen", usage: "UDP address other domains' servers call (default: the --listen host, port 7445; federation is on when [federation] lists peers)", set: func(c *serveConfig, v string) error { c.Federation.Listen = v; return nil }},
 	{name: "p2p", usage: "run the libp2p host with the circuit relay service", boolean: true, set: func(c *serveConfig, v string) error { return parseSwitch(v, &c.P2P) }},
 	{name: "p2p-listen", usage: "comma-separated QUIC multiaddrs of the libp2p host (default /ip4/<--listen host>/udp/7444/quic-v1)", set: func(c *serveConfig, v string) error {
 		c.P2PListen = splitList(v)
@@ -245,6 +268,9 @@ func (c *serveConfig) check() error {
 	if c.MDNS && !c.P2P {
 		return errors.New("mdns needs p2p: the record announces the libp2p address; turn mdns off with p2p")
 	}
+	if _, err := c.federation(); err != nil {
+		return err
+	}
 	for _, n := range []int{c.Limits.MaxPayload, c.Limits.MaxKeyPackage, c.Limits.MaxKeyPackages, c.Limits.MaxBatchRecipients,
 		c.Limits.MaxHybridKeys, c.Limits.MaxEndpoint, c.Limits.MaxFetchBytes, c.Limits.MaxInboxDepth, c.Limits.MaxWaitsPerConn,
 		c.Limits.MaxConnections, c.Rates.PerTokenBurst, c.Rates.PerAddressBurst, c.Rates.FailedLoginsPerUserBurst, c.Rates.FailedLoginsPerAddrBurst,
@@ -256,7 +282,10 @@ func (c *serveConfig) check() error {
 	if c.RelayService.ConnData < 0 {
 		return errors.New("limits must not be negative")
 	}
-	for _, r := range []float64{c.Rates.PerToken, c.Rates.PerAddress, c.Rates.FailedLoginsPerUser, c.Rates.FailedLoginsPerAddr} {
+	if c.Federation.MaxHops < 0 || c.Federation.Burst < 0 || c.Federation.MaxQueue < 0 || c.Federation.RetryMax < 0 {
+		return errors.New("limits must not be negative")
+	}
+	for _, r := range []float64{c.Rates.PerToken, c.Rates.PerAddress, c.Rates.FailedLoginsPerUser, c.Rates.FailedLoginsPerAddr, c.Federation.Rate} {
 		if r < 0 || r != r {
 			return errors.New("rates must not be negative")
 		}
@@ -321,15 +350,48 @@ func (c *serveConfig) p2pListen() ([]ma.Multiaddr, error) {
 	return out, nil
 }
 
+// federation returns the federation configuration, nil when no peers are
+// listed. The certificate is the server's (filled in by node/server).
+func (c *serveConfig) federation() (*federation.Config, error) {
+	fc := c.Federation
+	if len(fc.Peers) == 0 {
+		return nil, nil
+	}
+	if c.Domain == "" {
+		return nil, errors.New("federation needs --domain (domain = \"…\"): the name its peers know this server by")
+	}
+	out := &federation.Config{
+		Listen: fc.Listen, MaxHops: fc.MaxHops, Rate: fc.Rate, Burst: fc.Burst, RetryMax: fc.RetryMax,
+	}
+	for i, p := range fc.Peers {
+		if err := federation.CheckDomain(p.Domain); err != nil {
+			return nil, fmt.Errorf("federation peer %d: %w", i+1, err)
+		}
+		if _, _, err := net.SplitHostPort(p.Address); err != nil {
+			return nil, fmt.Errorf("federation peer %s: address %q is not host:port", p.Domain, p.Address)
+		}
+		fp, err := rpc.ParseFingerprint(p.Fingerprint)
+		if err != nil {
+			return nil, fmt.Errorf("federation peer %s: %w (the fingerprint its qpq serve prints)", p.Domain, err)
+		}
+		out.Peers = append(out.Peers, federation.Peer{Domain: p.Domain, Addr: p.Address, Fingerprint: fp})
+	}
+	return out, nil
+}
+
 // serverConfig turns the command's configuration into the server's.
 func (c *serveConfig) serverConfig(logger *slog.Logger) (server.Config, error) {
 	listen, err := c.p2pListen()
 	if err != nil {
 		return server.Config{}, err
 	}
+	rc := c.relayConfig(logger.With("component", "relay"))
+	if rc.Federation, err = c.federation(); err != nil {
+		return server.Config{}, err
+	}
 	rs := c.RelayService
 	return server.Config{
-		Relay:          c.relayConfig(logger.With("component", "relay")),
+		Relay:          rc,
 		Listen:         c.Listen,
 		TLSCertFile:    c.TLSCert,
 		TLSKeyFile:     c.TLSKey,
@@ -359,6 +421,7 @@ func (c *serveConfig) relayConfig(logger *slog.Logger) relay.Config {
 			MaxPayload: l.MaxPayload, MaxKeyPackage: l.MaxKeyPackage, MaxKeyPackages: l.MaxKeyPackages,
 			MaxBatchRecipients: l.MaxBatchRecipients, MaxHybridKeys: l.MaxHybridKeys, MaxEndpoint: l.MaxEndpoint,
 			MaxFetchBytes: l.MaxFetchBytes, MaxInboxDepth: l.MaxInboxDepth, MaxWaitsPerConn: l.MaxWaitsPerConn,
+			MaxRelayQueue: c.Federation.MaxQueue,
 		},
 		Rates: relay.RateLimits{
 			Off:                 !c.RateLimit,

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -101,20 +102,24 @@ func TestConfigErrors(t *testing.T) {
 		return f
 	}
 	for name, args := range map[string][]string{
-		"unknown key":        {"--config", write(`listn = "x"`)},
-		"unknown table key":  {"--config", write("[limits]\nmax_payloads = 1")},
-		"bad duration":       {"--token-lifetime", "soon"},
-		"bad switch":         {"--rate-limit=maybe"},
-		"cert without key":   {"--tls-cert", "c.pem"},
-		"bad log level":      {"--log-level", "loud"},
-		"negative limit":     {"--config", write("[limits]\nmax_payload = -1")},
-		"missing file":       {"--config", filepath.Join(dir, "nope.toml")},
-		"stray argument":     {"extra"},
-		"unknown flag":       {"--nope"},
-		"bad domain":         {"--domain", "A..test"},
-		"bad p2p listen":     {"--p2p-listen", "/ip4/1.2.3.4/udp/x"},
-		"mdns without p2p":   {"--p2p=false"},
-		"negative conn data": {"--config", write("[relay_service]\nconn_data = -1")},
+		"unknown key":          {"--config", write(`listn = "x"`)},
+		"unknown table key":    {"--config", write("[limits]\nmax_payloads = 1")},
+		"bad duration":         {"--token-lifetime", "soon"},
+		"bad switch":           {"--rate-limit=maybe"},
+		"cert without key":     {"--tls-cert", "c.pem"},
+		"bad log level":        {"--log-level", "loud"},
+		"negative limit":       {"--config", write("[limits]\nmax_payload = -1")},
+		"missing file":         {"--config", filepath.Join(dir, "nope.toml")},
+		"stray argument":       {"extra"},
+		"unknown flag":         {"--nope"},
+		"bad domain":           {"--domain", "A..test"},
+		"bad p2p listen":       {"--p2p-listen", "/ip4/1.2.3.4/udp/x"},
+		"mdns without p2p":     {"--p2p=false"},
+		"negative conn data":   {"--config", write("[relay_service]\nconn_data = -1")},
+		"peers without domain": {"--config", write(fedPeer("sha256:" + strings.Repeat("ab", 32)))},
+		"bad peer fingerprint": {"--domain", "a.test", "--config", write(fedPeer("sha256:abc"))},
+		"bad peer address":     {"--domain", "a.test", "--config", write(strings.Replace(fedPeer("sha256:"+strings.Repeat("ab", 32)), "b.test:7445", "b.test", 1))},
+		"unknown peer key":     {"--domain", "a.test", "--config", write(fedPeer("sha256:"+strings.Repeat("ab", 32)) + "pin = 1\n")},
 	} {
 		if _, err := loadServeConfig(append(args, "--data", dir), env(nil), io.Discard); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -122,6 +127,36 @@ func TestConfigErrors(t *testing.T) {
 	}
 	if _, err := loadServeConfig([]string{"-h"}, env(nil), io.Discard); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("-h: %v", err)
+	}
+}
+
+func fedPeer(fp string) string {
+	return "[[federation.peers]]\ndomain = \"b.test\"\naddress = \"b.test:7445\"\nfingerprint = \"" + fp + "\"\n"
+}
+
+// Peers listed in [federation] turn federation on, with the server's
+// domain, and limits that are set.
+func TestConfigFederation(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "qpq.toml")
+	fp := "sha256:" + strings.Repeat("ab", 32)
+	os.WriteFile(file, []byte("domain = \"a.test\"\n[federation]\nmax_hops = 3\nmax_queue = 7\n"+fedPeer(fp)), 0o600)
+	c, err := loadServeConfig([]string{"--config", file, "--federation-listen", "127.0.0.1:9445", "--data", dir}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := c.serverConfig(slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := sc.Relay.Federation
+	if f == nil || f.Listen != "127.0.0.1:9445" || f.MaxHops != 3 || len(f.Peers) != 1 || f.Peers[0].Domain != "b.test" ||
+		f.Peers[0].Fingerprint.String() != fp || sc.Relay.Domain != "a.test" || sc.Relay.Limits.MaxRelayQueue != 7 {
+		t.Fatalf("federation config %+v (relay %+v)", f, sc.Relay)
+	}
+	c, _ = loadServeConfig([]string{"--data", dir}, env(nil), io.Discard)
+	if sc, _ := c.serverConfig(slog.New(slog.DiscardHandler)); sc.Relay.Federation != nil {
+		t.Fatal("federation on without peers")
 	}
 }
 

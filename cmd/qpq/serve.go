@@ -11,6 +11,7 @@ import (
 
 	"github.com/quicproquo/qpq/node/server"
 	"github.com/quicproquo/qpq/p2p"
+	"github.com/quicproquo/qpq/relay/federation"
 	"github.com/quicproquo/qpq/rpc"
 )
 
@@ -56,6 +57,9 @@ func printInfo(w io.Writer, in server.Info) {
 		if b, err := p2p.EncodeEndpoint(*in.P2P); err == nil {
 			fmt.Fprintf(w, "p2p %s\n", b)
 		}
+	}
+	if in.Federation != nil {
+		fmt.Fprintf(w, "federation on %s (QUIC, ALPN %s)\n", in.Federation, federation.ALPN)
 	}
 	if in.MDNS != "" {
 		fmt.Fprintf(w, "mdns announcing server=%s domain=%s\n", in.MDNS, in.Domain)
