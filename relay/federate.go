@@ -339,33 +339,35 @@ func (h fedHandler) Deliver(_ context.Context, rl federation.Relay) ([]uint64, b
 }
 
 func (h fedHandler) FetchKeyPackage(ctx context.Context, req federation.Request, id store.Key) ([]byte, error) {
-	d, err := h.passOn(req, id)
-	if err != nil || d != "" {
-		if err != nil {
-			return nil, err
-		}
-		return h.r.fed.FetchKeyPackage(ctx, d, req.Hops+1, id)
-	}
-	pkg, err := h.r.st.PopKeyPackage(id)
-	if err != nil {
-		return nil, internalErr(err)
-	}
-	return pkg, nil
+	return h.keyRead(ctx, req, id, h.r.fed.FetchKeyPackage, h.r.st.PopKeyPackage)
 }
 
 func (h fedHandler) FetchHybridKey(ctx context.Context, req federation.Request, id store.Key) ([]byte, error) {
-	d, err := h.passOn(req, id)
-	if err != nil || d != "" {
+	return h.keyRead(ctx, req, id, h.r.fed.FetchHybridKey, func(id store.Key) ([]byte, error) {
+		keys, err := h.r.st.HybridKeys(id)
 		if err != nil {
 			return nil, err
 		}
-		return h.r.fed.FetchHybridKey(ctx, d, req.Hops+1, id)
+		return keys[0], nil
+	})
+}
+
+// keyRead answers a read of id's data: from the store here, or passed on
+// to its home with one more hop.
+func (h fedHandler) keyRead(ctx context.Context, req federation.Request, id store.Key,
+	remote func(context.Context, string, int, store.Key) ([]byte, error), local func(store.Key) ([]byte, error)) ([]byte, error) {
+	d, err := h.passOn(req, id)
+	switch {
+	case err != nil:
+		return nil, err
+	case d != "":
+		return remote(ctx, d, req.Hops+1, id)
 	}
-	keys, err := h.r.st.HybridKeys(id)
+	b, err := local(id)
 	if err != nil {
 		return nil, internalErr(err)
 	}
-	return keys[0], nil
+	return b, nil
 }
 
 func (h fedHandler) ResolveUser(_ context.Context, _ federation.Request, name string) ([]byte, error) {

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/quicproquo/qpq/internal/chanid"
 	"github.com/quicproquo/qpq/relay/federation"
+	"github.com/quicproquo/qpq/relay/federation/fedtest"
 	"github.com/quicproquo/qpq/relay/store"
 	"github.com/quicproquo/qpq/rpc"
 	"github.com/quicproquo/qpq/rpc/errcode"
@@ -44,60 +44,34 @@ func (l *syncLog) String() string {
 // clients, QUIC with mutual TLS for peers, bbolt on disk), restartable on
 // the same data and addresses.
 type fedServer struct {
-	t       *testing.T
-	domain  string
-	dir     string
-	fedAddr string // reserved before start, kept across restarts
-	fp      rpc.Fingerprint
-	peers   []federation.Peer
-	tune    func(*Config)
-	log     *syncLog
+	*fedtest.Home
+	t     *testing.T
+	peers []federation.Peer
+	tune  func(*Config)
+	log   *syncLog
 
 	srv *testServer
 }
 
-// newFedServer makes a server's data directory and certificate and picks
-// its federation address; start runs it.
 func newFedServer(t *testing.T, domain string) *fedServer {
-	t.Helper()
-	dir := t.TempDir()
-	cert, err := rpc.LoadOrCreateCertificate(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A free UDP port on loopback for the federation listener.
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := pc.LocalAddr().String()
-	pc.Close()
-	return &fedServer{t: t, domain: domain, dir: dir, fedAddr: addr, fp: rpc.CertificateFingerprint(cert), log: new(syncLog)}
-}
-
-func (s *fedServer) asPeer() federation.Peer {
-	return federation.Peer{Domain: s.domain, Addr: s.fedAddr, Fingerprint: s.fp}
+	return &fedServer{Home: fedtest.NewHome(t, domain), t: t, log: new(syncLog)}
 }
 
 // pin makes s accept and call each of others.
 func (s *fedServer) pin(others ...*fedServer) {
 	for _, o := range others {
-		s.peers = append(s.peers, o.asPeer())
+		s.peers = append(s.peers, o.Peer())
 	}
 }
 
 func (s *fedServer) config() Config {
-	cert, err := rpc.LoadOrCreateCertificate(s.dir)
-	if err != nil {
-		s.t.Fatal(err)
-	}
 	cfg := Config{
-		DataDir: s.dir,
-		Domain:  s.domain,
-		Logger:  slog.New(slog.NewTextHandler(s.log, &slog.HandlerOptions{Level: slog.LevelDebug})).With("server", s.domain),
+		DataDir: s.Dir,
+		Domain:  s.Domain,
+		Logger:  slog.New(slog.NewTextHandler(s.log, &slog.HandlerOptions{Level: slog.LevelDebug})).With("server", s.Domain),
 		Federation: &federation.Config{
-			Listen:      s.fedAddr,
-			Certificate: cert,
+			Listen:      s.Addr,
+			Certificate: s.Cert,
 			Peers:       s.peers,
 			RetryMin:    10 * time.Millisecond,
 			RetryMax:    100 * time.Millisecond,
@@ -143,7 +117,7 @@ func (s *fedServer) userWithKey(name string, pub ed25519.PublicKey) *fedUser {
 		s.t.Fatal(err)
 	}
 	u.c.SetToken(tok)
-	return &fedUser{user: u, addr: name + "@" + s.domain}
+	return &fedUser{user: u, addr: name + "@" + s.Domain}
 }
 
 // keyPair returns two identity keys, the first bytewise lower.
@@ -395,7 +369,7 @@ func TestFederationRefusesUnpinned(t *testing.T) {
 		if !strings.Contains(err.Error(), "not pinned") && !strings.Contains(err.Error(), "pinned no peer") {
 			t.Errorf("the error does not say why: %v", err)
 		}
-		if !strings.Contains(a.log.String(), "not pinned for any peer") || !strings.Contains(a.log.String(), c.fp.String()) {
+		if !strings.Contains(a.log.String(), "not pinned for any peer") || !strings.Contains(a.log.String(), c.Fingerprint.String()) {
 			t.Errorf("a.test logged no refusal naming c.test's certificate:\n%s", a.log)
 		}
 
@@ -423,12 +397,8 @@ func TestFederationOriginMismatch(t *testing.T) {
 		a, b := newFedServer(t, "a.test"), newFedServer(t, "b.test")
 		a.pin(b)
 		a.start()
-		cert, err := rpc.LoadOrCreateCertificate(b.dir)
-		if err != nil {
-			t.Fatal(err)
-		}
 		// b.test's key pair, calling itself c.test.
-		impostor, err := federation.New(federation.Config{Domain: "c.test", Certificate: cert, Peers: []federation.Peer{a.asPeer()}}, a.relay().st, nil)
+		impostor, err := federation.New(federation.Config{Domain: "c.test", Certificate: b.Cert, Peers: []federation.Peer{a.Peer()}}, a.relay().st, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -485,7 +455,7 @@ func TestFederationHopLimit(t *testing.T) {
 			dropped = 0
 			for _, s := range []*fedServer{a, b, c} {
 				for _, p := range []string{"a.test", "b.test", "c.test"} {
-					if p != s.domain {
+					if p != s.Domain {
 						dropped += relayed(s, p, "dropped")
 					}
 				}
@@ -494,7 +464,7 @@ func TestFederationHopLimit(t *testing.T) {
 		})
 		for _, s := range []*fedServer{a, b, c} {
 			for _, p := range []string{"a.test", "b.test", "c.test"} {
-				if p == s.domain {
+				if p == s.Domain {
 					continue
 				}
 				waitUntil(t, func() bool { q, _ := s.relay().st.RelayQueued(p); return q == 0 })

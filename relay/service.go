@@ -403,6 +403,11 @@ func takeNow[R envelopeResults](ctx context.Context, s *Service, a inboxArgs, li
 		return err
 	}
 	envs, err := take(in, limit)
+	return reply(alloc, envs, err)
+}
+
+// reply answers a call that returns payloads with envs, unless err.
+func reply[R envelopeResults](alloc func() (R, error), envs []store.Envelope, err error) error {
 	if err != nil {
 		return err
 	}
@@ -428,14 +433,7 @@ func longPoll[R envelopeResults](ctx context.Context, s *Service, a inboxArgs, t
 	defer s.waits.Add(-1)
 	timeout := time.Duration(min(timeoutMs, uint64(s.r.cfg.MaxFetchWait/time.Millisecond))) * time.Millisecond
 	envs, err := s.wait(ctx, in, limit, timeout, take)
-	if err != nil {
-		return err
-	}
-	res, err := alloc()
-	if err != nil {
-		return err
-	}
-	return setEnvelopes(res.NewPayloads, envs)
+	return reply(alloc, envs, err)
 }
 
 func (s *Service) wait(ctx context.Context, in store.Inbox, limit uint32, timeout time.Duration, take func(store.Inbox, uint32) ([]store.Envelope, error)) ([]store.Envelope, error) {

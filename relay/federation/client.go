@@ -200,22 +200,17 @@ func (f *Federation) Health(ctx context.Context, domain string) (status, theirs 
 
 // FetchKeyPackage is proxyFetchKeyPackage at domain's server.
 func (f *Federation) FetchKeyPackage(ctx context.Context, domain string, hops int, id store.Key) ([]byte, error) {
-	pc, err := f.outgoing(domain, hops)
-	if err != nil {
-		return nil, err
-	}
 	var out []byte
-	err = pc.call(ctx, "proxyFetchKeyPackage", func(ctx context.Context, fs fedschema.FederationService) error {
+	err := f.proxy(ctx, domain, hops, "proxyFetchKeyPackage", func(ctx context.Context, fs fedschema.FederationService) error {
 		fut, release := fs.ProxyFetchKeyPackage(ctx, func(p fedschema.FederationService_proxyFetchKeyPackage_Params) error {
 			p.SetHops(uint8(hops))
 			return errors.Join(p.SetOrigin(f.cfg.Domain), p.SetIdentityKey(id[:]))
 		})
 		defer release()
 		res, err := fut.Struct()
-		if err != nil {
-			return err
+		if err == nil {
+			out, err = cloneData(res.Package())
 		}
-		out, err = cloneData(res.Package())
 		return err
 	})
 	return out, err
@@ -223,36 +218,37 @@ func (f *Federation) FetchKeyPackage(ctx context.Context, domain string, hops in
 
 // FetchHybridKey is proxyFetchHybridKey at domain's server.
 func (f *Federation) FetchHybridKey(ctx context.Context, domain string, hops int, id store.Key) ([]byte, error) {
-	pc, err := f.outgoing(domain, hops)
-	if err != nil {
-		return nil, err
-	}
 	var out []byte
-	err = pc.call(ctx, "proxyFetchHybridKey", func(ctx context.Context, fs fedschema.FederationService) error {
+	err := f.proxy(ctx, domain, hops, "proxyFetchHybridKey", func(ctx context.Context, fs fedschema.FederationService) error {
 		fut, release := fs.ProxyFetchHybridKey(ctx, func(p fedschema.FederationService_proxyFetchHybridKey_Params) error {
 			p.SetHops(uint8(hops))
 			return errors.Join(p.SetOrigin(f.cfg.Domain), p.SetIdentityKey(id[:]))
 		})
 		defer release()
 		res, err := fut.Struct()
-		if err != nil {
-			return err
+		if err == nil {
+			out, err = cloneData(res.HybridPublicKey())
 		}
-		out, err = cloneData(res.HybridPublicKey())
 		return err
 	})
 	return out, err
 }
 
+// proxy makes a request of domain's server that this server sends with
+// hops.
+func (f *Federation) proxy(ctx context.Context, domain string, hops int, method string, do func(context.Context, fedschema.FederationService) error) error {
+	pc, err := f.outgoing(domain, hops)
+	if err != nil {
+		return err
+	}
+	return pc.call(ctx, method, do)
+}
+
 // ResolveUser is proxyResolveUser at domain's server: the identity key of
 // name there, or nil.
 func (f *Federation) ResolveUser(ctx context.Context, domain string, hops int, name string) ([]byte, error) {
-	pc, err := f.outgoing(domain, hops)
-	if err != nil {
-		return nil, err
-	}
 	var out []byte
-	err = pc.call(ctx, "proxyResolveUser", func(ctx context.Context, fs fedschema.FederationService) error {
+	err := f.proxy(ctx, domain, hops, "proxyResolveUser", func(ctx context.Context, fs fedschema.FederationService) error {
 		fut, release := fs.ProxyResolveUser(ctx, func(p fedschema.FederationService_proxyResolveUser_Params) error {
 			p.SetHops(uint8(hops))
 			return errors.Join(p.SetOrigin(f.cfg.Domain), p.SetUsername(name))
@@ -274,13 +270,9 @@ func (f *Federation) ResolveUser(ctx context.Context, domain string, hops int, n
 // CreateChannel is proxyCreateChannel at domain's server, whose user peer
 // is the lower key of the pair.
 func (f *Federation) CreateChannel(ctx context.Context, domain string, hops int, caller, peer store.Key) (store.ChannelID, bool, error) {
-	pc, err := f.outgoing(domain, hops)
-	if err != nil {
-		return store.ChannelID{}, false, err
-	}
 	var id []byte
 	var wasNew bool
-	err = pc.call(ctx, "proxyCreateChannel", func(ctx context.Context, fs fedschema.FederationService) error {
+	err := f.proxy(ctx, domain, hops, "proxyCreateChannel", func(ctx context.Context, fs fedschema.FederationService) error {
 		fut, release := fs.ProxyCreateChannel(ctx, func(p fedschema.FederationService_proxyCreateChannel_Params) error {
 			p.SetHops(uint8(hops))
 			return errors.Join(p.SetOrigin(f.cfg.Domain), p.SetCallerKey(caller[:]), p.SetPeerKey(peer[:]))

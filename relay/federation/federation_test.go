@@ -2,7 +2,6 @@ package federation_test
 
 import (
 	"context"
-	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,47 +10,25 @@ import (
 
 	"github.com/quicproquo/qpq/relay"
 	"github.com/quicproquo/qpq/relay/federation"
+	"github.com/quicproquo/qpq/relay/federation/fedtest"
 	"github.com/quicproquo/qpq/relay/store"
-	"github.com/quicproquo/qpq/rpc"
 )
 
 // home is a relay of one domain with federation on loopback.
 type home struct {
-	domain string
-	dir    string
-	addr   string
-	fp     rpc.Fingerprint
-	r      *relay.Relay
-}
-
-func newHome(t *testing.T, domain string) *home {
-	t.Helper()
-	dir := t.TempDir()
-	cert, err := rpc.LoadOrCreateCertificate(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := pc.LocalAddr().String()
-	pc.Close()
-	return &home{domain: domain, dir: dir, addr: addr, fp: rpc.CertificateFingerprint(cert)}
+	*fedtest.Home
+	r *relay.Relay
 }
 
 func (h *home) open(t *testing.T, peers ...*home) {
 	t.Helper()
-	cert, err := rpc.LoadOrCreateCertificate(h.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var ps []federation.Peer
 	for _, p := range peers {
-		ps = append(ps, federation.Peer{Domain: p.domain, Addr: p.addr, Fingerprint: p.fp})
+		ps = append(ps, p.Peer())
 	}
-	h.r, err = relay.Open(relay.Config{DataDir: h.dir, Domain: h.domain, Federation: &federation.Config{
-		Listen: h.addr, Certificate: cert, Peers: ps,
+	var err error
+	h.r, err = relay.Open(relay.Config{DataDir: h.Dir, Domain: h.Domain, Federation: &federation.Config{
+		Listen: h.Addr, Certificate: h.Cert, Peers: ps,
 		RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, DialTimeout: 300 * time.Millisecond,
 	}})
 	if err != nil {
@@ -73,7 +50,7 @@ func key(b byte) store.Key {
 func TestLostAnswerArrivesOnce(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	t.Run("", func(t *testing.T) {
-		a, b := newHome(t, "a.test"), newHome(t, "b.test")
+		a, b := &home{Home: fedtest.NewHome(t, "a.test")}, &home{Home: fedtest.NewHome(t, "b.test")}
 		a.open(t, b)
 		b.open(t, a)
 		var lost atomic.Int32

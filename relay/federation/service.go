@@ -3,6 +3,7 @@ package federation
 import (
 	"context"
 
+	"github.com/quicproquo/qpq/relay/store"
 	"github.com/quicproquo/qpq/relay/wire"
 	"github.com/quicproquo/qpq/rpc/errcode"
 	"github.com/quicproquo/qpq/schema/fedschema"
@@ -117,50 +118,47 @@ func (s *service) RelayBatchEnqueue(ctx context.Context, call fedschema.Federati
 // aside (call.Go) so that a slow one never holds up deliveries.
 func (s *service) ProxyFetchKeyPackage(ctx context.Context, call fedschema.FederationService_proxyFetchKeyPackage) error {
 	call.Go()
-	return s.done("proxyFetchKeyPackage", func() error {
-		p := call.Args()
-		req, err := s.request(p.Origin, p.Hops())
-		if err != nil {
-			return err
-		}
-		id, err := wire.Key("identityKey", p.IdentityKey)
-		if err != nil {
-			return err
-		}
-		pkg, err := s.f.h.FetchKeyPackage(ctx, req, id)
-		if err != nil {
-			return err
-		}
+	p := call.Args()
+	return s.keyRead(ctx, "proxyFetchKeyPackage", p.Origin, p.Hops(), p.IdentityKey, s.f.h.FetchKeyPackage, func(b []byte) error {
 		res, err := call.AllocResults()
 		if err != nil {
 			return err
 		}
-		return res.SetPackage(pkg)
-	}())
+		return res.SetPackage(b)
+	})
 }
 
 // ProxyFetchHybridKey returns a local user's hybrid key.
 func (s *service) ProxyFetchHybridKey(ctx context.Context, call fedschema.FederationService_proxyFetchHybridKey) error {
 	call.Go()
-	return s.done("proxyFetchHybridKey", func() error {
-		p := call.Args()
-		req, err := s.request(p.Origin, p.Hops())
-		if err != nil {
-			return err
-		}
-		id, err := wire.Key("identityKey", p.IdentityKey)
-		if err != nil {
-			return err
-		}
-		key, err := s.f.h.FetchHybridKey(ctx, req, id)
-		if err != nil {
-			return err
-		}
+	p := call.Args()
+	return s.keyRead(ctx, "proxyFetchHybridKey", p.Origin, p.Hops(), p.IdentityKey, s.f.h.FetchHybridKey, func(b []byte) error {
 		res, err := call.AllocResults()
 		if err != nil {
 			return err
 		}
-		return res.SetHybridPublicKey(key)
+		return res.SetHybridPublicKey(b)
+	})
+}
+
+// keyRead answers a read of one identity's data: read gets it, set puts
+// it in the results.
+func (s *service) keyRead(ctx context.Context, method string, origin func() (string, error), hops uint8, identityKey func() ([]byte, error),
+	read func(context.Context, Request, store.Key) ([]byte, error), set func([]byte) error) error {
+	return s.done(method, func() error {
+		req, err := s.request(origin, hops)
+		if err != nil {
+			return err
+		}
+		id, err := wire.Key("identityKey", identityKey)
+		if err != nil {
+			return err
+		}
+		b, err := read(ctx, req, id)
+		if err != nil {
+			return err
+		}
+		return set(b)
 	}())
 }
 
