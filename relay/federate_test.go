@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,24 +21,6 @@ import (
 	"github.com/quicproquo/qpq/rpc/errcode"
 )
 
-// syncLog collects log lines for assertions.
-type syncLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // fedServer is a real home server of one domain on loopback (QUIC for
 // clients, QUIC with mutual TLS for peers, bbolt on disk), restartable on
 // the same data and addresses.
@@ -48,13 +29,13 @@ type fedServer struct {
 	t     *testing.T
 	peers []federation.Peer
 	tune  func(*Config)
-	log   *syncLog
+	log   *syncBuffer
 
 	srv *testServer
 }
 
 func newFedServer(t *testing.T, domain string) *fedServer {
-	return &fedServer{Home: fedtest.NewHome(t, domain), t: t, log: new(syncLog)}
+	return &fedServer{Home: fedtest.NewHome(t, domain), t: t, log: new(syncBuffer)}
 }
 
 // pin makes s accept and call each of others.
