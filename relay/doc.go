@@ -23,4 +23,15 @@
 //     MaxFetchWait).
 //   - Calls on one connection run one at a time in arrival order, except
 //     fetchWait, which waits aside so the connection stays usable.
+//
+// # Federation
+//
+// With Config.Federation, users of other domains are served through
+// their home servers (package relay/federation carries the calls):
+// resolveUser("name@domain") asks that domain's server and records where
+// the key lives; calls naming such a key go there (reads while the client
+// waits; deliveries through a durable queue per domain, acknowledged once
+// queued). The home server of a pair's lower key decides their 1:1
+// channel. federate.go holds these rules and the Handler that answers
+// other servers.
 package relay
