@@ -21,8 +21,11 @@
 //   - fetchWait returns at once when messages wait, else when one arrives
 //     (woken by the commit, no polling), else empty after min(timeoutMs,
 //     MaxFetchWait).
-//   - Calls on one connection run one at a time in arrival order, except
-//     fetchWait, which waits aside so the connection stays usable.
+//   - Calls on one connection start one at a time in arrival order.
+//     fetchWait and peekWait wait aside so the connection stays usable;
+//     enqueue and batchEnqueue queue their write for the next commit in
+//     arrival order and then wait aside, so pipelined enqueues share
+//     commits and keep their seq order.
 //
 // # Federation
 //

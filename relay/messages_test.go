@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/quicproquo/qpq/rpc/errcode"
+	"github.com/quicproquo/qpq/schema"
 )
 
 func TestEnqueueFetchSeq(t *testing.T) {
@@ -408,6 +410,54 @@ func TestConcurrentEnqueuesKeepSeqsDense(t *testing.T) {
 			if !seen[seq] {
 				t.Fatalf("seq %d missing: seqs are not dense", seq)
 			}
+		}
+	})
+}
+
+// TestPipelinedEnqueuesKeepOrder sends many enqueues on one connection
+// without waiting for their answers: they may share commits, and still
+// get seqs in the order they were sent.
+func TestPipelinedEnqueuesKeepOrder(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	t.Run("", func(t *testing.T) {
+		s := startServer(t, Config{})
+		alice, bob := s.newUser("alice"), s.newUser("bob")
+		const n = 40
+		type pending struct {
+			fut     schema.NodeService_enqueue_Results_Future
+			release func()
+		}
+		calls := make([]pending, n)
+		for i := range calls {
+			fut, release := alice.c.Raw().Enqueue(bg, func(p schema.NodeService_enqueue_Params) error {
+				p.SetVersion(1)
+				a, err := p.NewAuth()
+				if err != nil {
+					return err
+				}
+				a.SetVersion(1)
+				return errors.Join(a.SetAccessToken(alice.c.Token()), p.SetRecipientKey(bob.id), p.SetPayload([]byte(fmt.Sprint(i))))
+			})
+			calls[i] = pending{fut, release}
+		}
+		for i, c := range calls {
+			res, err := c.fut.Struct()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Seq() != uint64(i+1) {
+				t.Fatalf("call %d got seq %d", i, res.Seq())
+			}
+			c.release()
+		}
+		got := must[[]rpcEnvelope](t)(fetchAll(bob, nil))
+		for i, e := range got {
+			if string(e.Data) != fmt.Sprint(i) || e.Seq != uint64(i+1) {
+				t.Fatalf("message %d: seq %d %q", i, e.Seq, e.Data)
+			}
+		}
+		if len(got) != n {
+			t.Fatalf("%d messages", len(got))
 		}
 	})
 }

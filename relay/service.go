@@ -238,7 +238,7 @@ func (s *Service) Enqueue(ctx context.Context, call schema.NodeService_enqueue) 
 		if err != nil {
 			return err
 		}
-		seqs, err := s.enqueue(c, []store.Key{to}, p.ChannelId, p.Payload)
+		seqs, err := s.enqueue(c, []store.Key{to}, p.ChannelId, p.Payload, call.Go)
 		if err != nil {
 			return err
 		}
@@ -266,7 +266,7 @@ func (s *Service) BatchEnqueue(ctx context.Context, call schema.NodeService_batc
 		if err != nil {
 			return err
 		}
-		seqs, err := s.enqueue(c, to, p.ChannelId, p.Payload)
+		seqs, err := s.enqueue(c, to, p.ChannelId, p.Payload, call.Go)
 		if err != nil {
 			return err
 		}
@@ -285,7 +285,11 @@ func (s *Service) BatchEnqueue(ctx context.Context, call schema.NodeService_batc
 	}())
 }
 
-func (s *Service) enqueue(c Caller, to []store.Key, channelField, payloadField func() ([]byte, error)) ([]uint64, error) {
+// enqueue delivers a payload from the caller. The write is queued for
+// the next group commit before goAside lets the connection's next call
+// start, and the reply waits aside for the commit: calls pipelined on one
+// connection share commits, and their seqs keep the calls' order.
+func (s *Service) enqueue(c Caller, to []store.Key, channelField, payloadField func() ([]byte, error), goAside func()) ([]uint64, error) {
 	ch, err := channelArg(channelField)
 	if err != nil {
 		return nil, err
@@ -298,7 +302,9 @@ func (s *Service) enqueue(c Caller, to []store.Key, channelField, payloadField f
 	if err != nil {
 		return nil, err
 	}
-	d, err := s.r.st.Deliver(store.Delivery{From: c.Identity, Channel: ch, Payload: payload, Local: local, Relays: relays})
+	wait := s.r.st.SubmitDelivery(store.Delivery{From: c.Identity, Channel: ch, Payload: payload, Local: local, Relays: relays})
+	goAside()
+	d, err := wait()
 	if err != nil {
 		return nil, s.r.deliveryErr(err)
 	}

@@ -327,6 +327,64 @@ func BenchmarkEnqueueDrain(b *testing.B) {
 	}
 }
 
+// BenchmarkEnqueuePipelined is EnqueueDrain with the 16 enqueues of a
+// round sent at once on the client's connection (as a node flushing its
+// outbox does): each is still acknowledged only once on disk, but the
+// server can commit them together.
+func BenchmarkEnqueuePipelined(b *testing.B) {
+	const gather = 16
+	for _, n := range []int{1, 4, 16} {
+		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
+			s := startServer(b)
+			clients := make([]*client, n)
+			for i := range clients {
+				clients[i] = login(b, s.addr, s.fp, fmt.Sprint("bench", i))
+			}
+			total := max(b.N/gather, 1) * gather
+			echo, _ := echoRate(b, echoServer(b, s.cert), n, max(total, 1000))
+
+			b.ResetTimer()
+			cpu0 := cpuTime()
+			elapsed, err := split(n, total/gather, func(w, rounds int) error {
+				c := clients[w]
+				payload := make([]byte, payloadSize)
+				errs := make(chan error, gather)
+				for range rounds {
+					for range gather {
+						go func() {
+							_, err := c.c.Enqueue(context.Background(), c.id, nil, payload)
+							errs <- err
+						}()
+					}
+					for range gather {
+						if err := <-errs; err != nil {
+							return err
+						}
+					}
+					for got := 0; got < gather; {
+						envs, err := c.c.Fetch(context.Background(), c.id, nil, 0)
+						if err != nil {
+							return err
+						}
+						got += len(envs)
+					}
+				}
+				return nil
+			})
+			b.StopTimer()
+			cpu := (cpuTime() - cpu0) / time.Duration(total)
+			if err != nil {
+				b.Fatal(err)
+			}
+			rate := float64(total) / elapsed.Seconds()
+			b.ReportMetric(rate, "msgs/s")
+			b.ReportMetric(echo, "echo-msgs/s")
+			b.ReportMetric(rate/echo, "ratio")
+			b.ReportMetric(float64(cpu.Microseconds()), "cpu-µs/msg")
+		})
+	}
+}
+
 // BenchmarkFetchWaitWake measures, per op, the time from a sender starting
 // an enqueue to a waiting fetchWait on another connection returning the
 // message: delivery latency, including both durable commits.

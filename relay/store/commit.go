@@ -43,12 +43,19 @@ func newCommitter(db *bbolt.DB, maxBatch int) *committer {
 
 // do runs fn in a group commit and returns once its transaction is on
 // disk, with fn's error or the commit's.
-func (c *committer) do(fn func(*bbolt.Tx) error) error {
+func (c *committer) do(fn func(*bbolt.Tx) error) error { return <-c.submit(fn) }
+
+// submit queues fn for a group commit and returns at once; the channel
+// yields fn's error or the commit's once its transaction is on disk.
+// Functions submitted one after another run in that order (a function
+// that fails runs again alone, after the others of its batch).
+func (c *committer) submit(fn func(*bbolt.Tx) error) <-chan error {
 	call := commitCall{fn: fn, err: make(chan error, 1)}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		return ErrClosed
+		call.err <- ErrClosed
+		return call.err
 	}
 	c.pending = append(c.pending, call)
 	select { // under mu, so close cannot close wake in between
@@ -56,7 +63,7 @@ func (c *committer) do(fn func(*bbolt.Tx) error) error {
 	default: // a wake-up is pending already
 	}
 	c.mu.Unlock()
-	return <-call.err
+	return call.err
 }
 
 // close commits what is pending, stops the goroutine and waits for it.

@@ -305,7 +305,20 @@ type Delivered struct {
 // exactly From and each recipient as members: every recipient for a
 // client's delivery, the local ones for a relayed one. Waiters on the
 // inboxes and queues are woken.
-func (s *Store) Deliver(d Delivery) (Delivered, error) {
+func (s *Store) Deliver(d Delivery) (Delivered, error) { return s.SubmitDelivery(d)() }
+
+// SubmitDelivery is Deliver in two steps: the checks run and the write is
+// queued for the next group commit before it returns; the function it
+// returns waits for the commit, wakes the inboxes' waiters and gives
+// Deliver's results; call it exactly once. Deliveries
+// submitted one after another commit in that order, so a caller that
+// submits in the order its requests arrived, and then waits aside, lets
+// many requests share a commit without reordering their seqs.
+func (s *Store) SubmitDelivery(d Delivery) func() (Delivered, error) {
+	fail := func(err error) func() (Delivered, error) { return func() (Delivered, error) { return Delivered{}, err } }
+	if s.closed.Load() {
+		return fail(ErrClosed)
+	}
 	if !d.Channel.IsZero() && (d.Incoming == nil || !d.Incoming.ImportChannel) {
 		all := d.Local
 		if d.Incoming == nil {
@@ -316,7 +329,7 @@ func (s *Store) Deliver(d Delivery) (Delivered, error) {
 			}
 		}
 		if err := s.checkChannel(d.From, all, d.Channel); err != nil {
-			return Delivered{}, err
+			return fail(err)
 		}
 	}
 	ids := make([][]byte, len(d.Local))
@@ -327,13 +340,13 @@ func (s *Store) Deliver(d Delivery) (Delivered, error) {
 	items := make([][]byte, len(d.Relays))
 	for i, r := range d.Relays {
 		if len(r.Recipients) == 0 || len(r.Recipients) > MaxRelayRecipients || r.Domain == "" {
-			return Delivered{}, errors.New("store: a relay needs a domain and 1 to 4096 recipients")
+			return fail(errors.New("store: a relay needs a domain and 1 to 4096 recipients"))
 		}
 		qids[i] = relayQueueID(r.Domain)
 		items[i] = RelayItem{Hops: r.Hops, From: d.From, Channel: d.Channel, Recipients: r.Recipients, Payload: d.Payload}.encode()
 	}
 	var out Delivered
-	err := s.batch(func(tx *bbolt.Tx) error {
+	done := s.commits.submit(func(tx *bbolt.Tx) error {
 		out = Delivered{} // fresh on every run of the batch
 		if in := d.Incoming; in != nil {
 			dup, err := s.markIncoming(tx, in)
@@ -363,17 +376,22 @@ func (s *Store) Deliver(d Delivery) (Delivered, error) {
 		}
 		return nil
 	})
-	if err != nil || out.Duplicate {
-		return out, err
+	return func() (Delivered, error) {
+		if err := <-done; err != nil {
+			return Delivered{}, err
+		}
+		if out.Duplicate {
+			return out, nil
+		}
+		s.queued.Add(int64(len(ids)))
+		for _, id := range ids {
+			s.hub.notify(string(id))
+		}
+		for _, id := range qids {
+			s.hub.notify(string(id))
+		}
+		return out, nil
 	}
-	s.queued.Add(int64(len(ids)))
-	for _, id := range ids {
-		s.hub.notify(string(id))
-	}
-	for _, id := range qids {
-		s.hub.notify(string(id))
-	}
-	return out, nil
 }
 
 // markIncoming records in's seq as the last applied of its stream, or
