@@ -315,7 +315,9 @@ func (s *Store) Deliver(d Delivery) (Delivered, error) { return s.SubmitDelivery
 // submits in the order its requests arrived, and then waits aside, lets
 // many requests share a commit without reordering their seqs.
 func (s *Store) SubmitDelivery(d Delivery) func() (Delivered, error) {
-	fail := func(err error) func() (Delivered, error) { return func() (Delivered, error) { return Delivered{}, err } }
+	fail := func(err error) func() (Delivered, error) {
+		return func() (Delivered, error) { return Delivered{}, err }
+	}
 	if s.closed.Load() {
 		return fail(ErrClosed)
 	}
