@@ -222,9 +222,13 @@ func (r *Relay) resolveUser(ctx context.Context, addr string) ([]byte, error) {
 		return nil, err
 	}
 	switch err := r.st.PutRemote(store.Key(key), store.Remote{Domain: domain, Name: name, Resolved: true}); {
-	case errors.Is(err, store.ErrIdentityTaken):
-		// Registered here too: it stays local; say so in the log.
-		r.cfg.Logger.Warn("federation: a peer resolved a name to a key registered here", "peer", domain)
+	case errors.Is(err, store.ErrIdentityTaken), errors.Is(err, store.ErrRemoteClaimed):
+		// The key is registered here, or another domain resolved it
+		// first: calls for it keep going where they went. Refuse the
+		// answer rather than hand out a key this server will not route
+		// to that domain.
+		r.cfg.Logger.Warn("federation: a peer resolved a name to a key that lives elsewhere", "peer", domain, "err", err)
+		return nil, errcode.Errorf(errcode.FailedPrecondition, "%s answered with a key that this server knows as another user's", domain)
 	case err != nil:
 		return nil, internalErr(err)
 	}

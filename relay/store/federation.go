@@ -33,9 +33,16 @@ const (
 	DefaultMaxRelayQueue = 100_000
 )
 
-// ErrRelayQueueFull is returned when the queue for a server holds
-// MaxRelayQueue deliveries.
-var ErrRelayQueueFull = errors.New("store: the queue for that server is full")
+// Outcomes callers branch on.
+var (
+	// ErrRelayQueueFull is returned when the queue for a server holds
+	// MaxRelayQueue deliveries.
+	ErrRelayQueueFull = errors.New("store: the queue for that server is full")
+	// ErrRemoteClaimed is returned by PutRemote for a resolved home that
+	// contradicts another domain's resolve of the same key: the first
+	// stands, so that one peer cannot divert another's users.
+	ErrRemoteClaimed = errors.New("store: another domain's server resolved this key")
+)
 
 // Remote is what this server knows of an identity that lives at another
 // server.
@@ -89,8 +96,10 @@ func decodeRemote(b []byte) (Remote, error) {
 }
 
 // PutRemote records that identity lives at r.Domain. A resolved record
-// replaces any other; one that was only seen never replaces a resolved
-// one. Keys registered here are refused.
+// replaces one that was only seen, or one resolved by the same domain; one
+// that was only seen never replaces a resolved one; a resolve by another
+// domain than an earlier one is refused (ErrRemoteClaimed). Keys
+// registered here are refused (ErrIdentityTaken).
 func (s *Store) PutRemote(identity Key, r Remote) error {
 	if r.Domain == "" || len(r.Domain) > MaxDomainSize || len(r.Name) > MaxRemoteName {
 		return errors.New("store: remote domain must be 1 to 253 bytes, its name at most 255")
@@ -104,9 +113,15 @@ func (s *Store) PutRemote(identity Key, r Remote) error {
 			return ErrIdentityTaken
 		}
 		bkt := tx.Bucket(bRemotes)
-		if !r.Resolved {
-			if old := bkt.Get(identity[:]); old != nil && old[1] == 1 {
+		if v := bkt.Get(identity[:]); v != nil {
+			old, err := decodeRemote(v)
+			switch {
+			case err != nil:
+				return err
+			case old.Resolved && !r.Resolved:
 				return nil
+			case old.Resolved && old.Domain != r.Domain:
+				return ErrRemoteClaimed
 			}
 		}
 		return bkt.Put(identity[:], rec)

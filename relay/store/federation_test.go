@@ -133,6 +133,12 @@ func TestRemotes(t *testing.T) {
 	if err := s.PutRemote(k, Remote{Domain: "other.test"}); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.PutRemote(k, Remote{Domain: "evil.test", Name: "bob", Resolved: true}); !errors.Is(err, ErrRemoteClaimed) {
+		t.Fatalf("another domain's resolve replaced b.test's: %v", err)
+	}
+	if err := s.PutRemote(k, Remote{Domain: "b.test", Name: "bob", Resolved: true}); err != nil {
+		t.Fatalf("b.test resolving again: %v", err)
+	}
 	r, ok, err := s.RemoteOf(k)
 	if err != nil || !ok || r.Domain != "b.test" || r.Name != "bob" || !r.Resolved {
 		t.Fatalf("remote %+v %v %v", r, ok, err)
