@@ -283,57 +283,19 @@ func BenchmarkHealth(b *testing.B) {
 // has gathered: each client enqueues 16 messages (each acknowledged, so
 // each durable on its own), then fetches until it has the 16 back. This is
 // how a node catches up with its inbox; one op is still one message.
-func BenchmarkEnqueueDrain(b *testing.B) {
-	const gather = 16
-	for _, n := range []int{4, 16} {
-		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
-			s := startServer(b)
-			clients := make([]*client, n)
-			for i := range clients {
-				clients[i] = login(b, s.addr, s.fp, fmt.Sprint("bench", i))
-			}
-			total := max(b.N/gather, 1) * gather
-			echo, _ := echoRate(b, echoServer(b, s.cert), n, max(total, 1000))
-
-			b.ResetTimer()
-			elapsed, err := split(n, total/gather, func(w, rounds int) error {
-				c := clients[w]
-				payload := make([]byte, payloadSize)
-				for range rounds {
-					for range gather {
-						if _, err := c.c.Enqueue(context.Background(), c.id, nil, payload); err != nil {
-							return err
-						}
-					}
-					for got := 0; got < gather; {
-						envs, err := c.c.Fetch(context.Background(), c.id, nil, 0)
-						if err != nil {
-							return err
-						}
-						got += len(envs)
-					}
-				}
-				return nil
-			})
-			b.StopTimer()
-			if err != nil {
-				b.Fatal(err)
-			}
-			rate := float64(total) / elapsed.Seconds()
-			b.ReportMetric(rate, "msgs/s")
-			b.ReportMetric(echo, "echo-msgs/s")
-			b.ReportMetric(rate/echo, "ratio")
-		})
-	}
-}
+func BenchmarkEnqueueDrain(b *testing.B) { enqueueRounds(b, []int{4, 16}, false) }
 
 // BenchmarkEnqueuePipelined is EnqueueDrain with the 16 enqueues of a
 // round sent at once on the client's connection (as a node flushing its
 // outbox does): each is still acknowledged only once on disk, but the
 // server can commit them together.
-func BenchmarkEnqueuePipelined(b *testing.B) {
+func BenchmarkEnqueuePipelined(b *testing.B) { enqueueRounds(b, []int{1, 4, 16}, true) }
+
+// enqueueRounds runs rounds of 16 enqueues (one after another, or all at
+// once) followed by fetches until the 16 are back, for each client count.
+func enqueueRounds(b *testing.B, clientCounts []int, pipelined bool) {
 	const gather = 16
-	for _, n := range []int{1, 4, 16} {
+	for _, n := range clientCounts {
 		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
 			s := startServer(b)
 			clients := make([]*client, n)
@@ -348,13 +310,18 @@ func BenchmarkEnqueuePipelined(b *testing.B) {
 			elapsed, err := split(n, total/gather, func(w, rounds int) error {
 				c := clients[w]
 				payload := make([]byte, payloadSize)
+				enqueue := func() error {
+					_, err := c.c.Enqueue(context.Background(), c.id, nil, payload)
+					return err
+				}
 				errs := make(chan error, gather)
 				for range rounds {
 					for range gather {
-						go func() {
-							_, err := c.c.Enqueue(context.Background(), c.id, nil, payload)
-							errs <- err
-						}()
+						if pipelined {
+							go func() { errs <- enqueue() }()
+						} else {
+							errs <- enqueue()
+						}
 					}
 					for range gather {
 						if err := <-errs; err != nil {
