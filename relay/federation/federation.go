@@ -63,11 +63,14 @@ type Federation struct {
 }
 
 // New starts federation: it binds the listener (if Config.Listen is set)
-// and starts a sender for every peer. h answers peers' calls; st holds
-// the queues. Close stops it.
+// and starts a sender for every peer. h answers peers' calls (it may be
+// nil only without a listener); st holds the queues. Close stops it.
 func New(cfg Config, st *store.Store, h Handler) (*Federation, error) {
 	if err := cfg.Check(); err != nil {
 		return nil, err
+	}
+	if cfg.Listen != "" && h == nil {
+		return nil, errors.New("federation: a listener needs a Handler to answer peers")
 	}
 	cfg.setDefaults()
 	f := &Federation{
