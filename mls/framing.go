@@ -191,14 +191,13 @@ func toPrivate(s cipher.Suite, st *secretTree, senderDataSecret []byte, ac *Auth
 	return m, nil
 }
 
-// decrypted is the result of decrypting a PrivateMessage. The key that
-// decrypted it is deleted by consume, which the caller calls once the
-// content's signature has verified.
+// decrypted is the result of decrypting a PrivateMessage. The ratchet
+// moves (and the key that decrypted it is deleted) by consume, which the
+// caller calls once the content's signature has verified; otherwise it
+// calls discard and nothing changed.
 type decrypted struct {
 	content *AuthenticatedContent
-	leaf    LeafIndex
-	kind    ratchetKind
-	gen     uint32
+	adv     *advance
 }
 
 // openSenderData decrypts a PrivateMessage's sender data.
@@ -226,17 +225,18 @@ func openSenderData(s cipher.Suite, senderDataSecret []byte, m *PrivateMessage) 
 // openContent decrypts a PrivateMessage's content with the key of its
 // sender data's generation. The signature is the caller's to check.
 func openContent(s cipher.Suite, st *secretTree, sd senderData, m *PrivateMessage) (*decrypted, error) {
-	kind := kindOf(m.ContentType)
-	kn, err := st.get(sd.leaf, kind, sd.generation)
+	kn, adv, err := st.get(sd.leaf, kindOf(m.ContentType), sd.generation)
 	if err != nil {
 		return nil, err
 	}
 	aead, err := s.NewAEAD(kn.key)
 	if err != nil {
+		adv.discard()
 		return nil, err
 	}
 	pt, err := aead.Open(nil, applyGuard(kn.nonce, sd.reuseGuard), m.Ciphertext, privateContentAAD(m))
 	if err != nil {
+		adv.discard()
 		return nil, fmt.Errorf("%w: content", ErrDecrypt)
 	}
 	defer wipe(pt)
@@ -254,14 +254,16 @@ func openContent(s cipher.Suite, st *secretTree, sd senderData, m *PrivateMessag
 	ac.Content.readBody(r)
 	ac.Auth.read(r, m.ContentType)
 	if err := r.Err(); err != nil {
+		adv.discard()
 		return nil, fmt.Errorf("%w: PrivateMessageContent: %w", ErrMalformed, err)
 	}
 	for _, p := range pt[len(pt)-r.Remaining():] {
 		if p != 0 {
+			adv.discard()
 			return nil, fmt.Errorf("%w: non-zero padding", ErrMalformed)
 		}
 	}
-	return &decrypted{content: ac, leaf: sd.leaf, kind: kind, gen: sd.generation}, nil
+	return &decrypted{content: ac, adv: adv}, nil
 }
 
 // fromPrivate decrypts a PrivateMessage. leafOK reports whether a leaf
@@ -277,4 +279,9 @@ func fromPrivate(s cipher.Suite, st *secretTree, senderDataSecret []byte, m *Pri
 	return openContent(s, st, sd, m)
 }
 
-func (d *decrypted) consume(st *secretTree) { st.consume(d.leaf, d.kind, d.gen) }
+// consume spends the message's key, once its content is authenticated.
+func (d *decrypted) consume(st *secretTree) { st.consume(d.adv) }
+
+// discard drops a message that was not accepted: the ratchet stays as it
+// was.
+func (d *decrypted) discard() { d.adv.discard() }

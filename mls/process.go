@@ -177,7 +177,7 @@ func (g *Group) processPublic(pm *PublicMessage) (*Received, error) {
 	if err := verifyContent(g.suite, key, ac, g.ctxBytes); err != nil {
 		return nil, err
 	}
-	return g.apply(ac)
+	return g.apply(ac, nil)
 }
 
 // epochKeys is what decrypting and authenticating a PrivateMessage of one
@@ -244,12 +244,24 @@ func (g *Group) processPrivate(pm *PrivateMessage) (*Received, error) {
 		return nil, err
 	}
 	if err := verifyContent(g.suite, key, dec.content, k.ctxBytes); err != nil {
+		dec.discard()
 		return nil, err
 	}
-	// Only now is the key spent: a forgery by another member who can
-	// derive the same key cannot burn it.
-	dec.consume(k.secretTree)
-	return g.apply(dec.content)
+	if pm.Epoch != g.ctx.Epoch {
+		// A late application message of a kept past epoch.
+		dec.consume(k.secretTree)
+		return g.received(dec.content), nil
+	}
+	// The key is spent only once the content is accepted: a forgery by
+	// another member who can derive the same key cannot burn it, and an
+	// invalid proposal or commit leaves the group unchanged, its ratchet
+	// included.
+	r, err := g.apply(dec.content, func() { dec.consume(k.secretTree) })
+	if err != nil {
+		dec.discard()
+		return nil, err
+	}
+	return r, nil
 }
 
 // classifyPastCommit tells a replayed PrivateMessage Commit of a past
@@ -274,28 +286,35 @@ func (g *Group) classifyPastCommit(pm *PrivateMessage, stale error) error {
 	return stale
 }
 
-// apply acts on authenticated content of the current epoch (or, for
-// application data, of a kept past one).
-func (g *Group) apply(ac *AuthenticatedContent) (*Received, error) {
+// apply acts on authenticated content of the current epoch. accept, when
+// set, is called once the content is found valid, before the group
+// changes.
+func (g *Group) apply(ac *AuthenticatedContent, accept func()) (*Received, error) {
+	if accept == nil {
+		accept = func() {}
+	}
 	c := &ac.Content
-	r := &Received{Sender: c.Sender, ContentType: c.ContentType, Epoch: c.Epoch, AuthenticatedData: c.AuthenticatedData}
+	r := g.received(ac)
 	switch c.ContentType {
 	case ContentTypeApplication:
-		r.ApplicationData = c.ApplicationData
+		accept()
 	case ContentTypeProposal:
 		ref := cipher.MakeProposalRef(g.suite, codec.Marshal(ac))
 		if g.cachedProposal(ref) != nil {
 			return nil, fmt.Errorf("%w: proposal already cached", ErrReplay)
 		}
-		if err := g.cacheProposal(ref, ac); err != nil {
-			return nil, err
+		if len(g.proposals) >= MaxProposals {
+			return nil, fmt.Errorf("%w: too many proposals in one epoch", ErrInvalidProposal)
 		}
+		accept()
+		_ = g.cacheProposal(ref, ac)
 		r.Proposal, r.ProposalRef = c.Proposal, ref
 	case ContentTypeCommit:
 		next, res, err := g.processCommit(ac)
 		if err != nil {
 			return nil, err
 		}
+		accept()
 		res.Retry = g.ownUnapplied(res.Proposals)
 		if g.pending != nil {
 			res.PendingDiscarded = true
@@ -310,6 +329,16 @@ func (g *Group) apply(ac *AuthenticatedContent) (*Received, error) {
 		r.Commit = res
 	}
 	return r, nil
+}
+
+// received is the part of Received every content type has, and the
+// application data.
+func (g *Group) received(ac *AuthenticatedContent) *Received {
+	c := &ac.Content
+	return &Received{
+		Sender: c.Sender, ContentType: c.ContentType, Epoch: c.Epoch, AuthenticatedData: c.AuthenticatedData,
+		ApplicationData: c.ApplicationData,
+	}
 }
 
 // senderKey returns the signature key that must have signed content c
