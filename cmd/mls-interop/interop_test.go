@@ -25,12 +25,6 @@ import (
 var fullInterop = flag.Bool("interop.full", false,
 	"run every script for every cipher suite and the whole of deep_random.json (minutes)")
 
-// deepRandomSteps is how much of deep_random.json runs by default: a
-// prefix (a valid script on its own, since steps refer only to earlier
-// ones) with 50 Commits, 5 external joins (2 of them resyncs) and groups of
-// up to about 40 members. -interop.full runs all 1670 steps.
-const deepRandomSteps = 960
-
 // instances is how many servers the scripts run against; actors are
 // spread over them round-robin, so every Commit, Welcome and proposal
 // crosses between two processes' worth of state over loopback gRPC.
@@ -101,7 +95,7 @@ func loadScripts(t *testing.T, file string) map[string][]step {
 // harness against two instances of this server over loopback gRPC, our
 // client playing every role, with handshake messages both as PublicMessage
 // and as PrivateMessage. By default each runs for cipher suite 0x0001 and
-// deep_random for its first deepRandomSteps steps; -interop.full runs
+// deep_random for its first deepRandomDefault steps; -interop.full runs
 // every registered suite and all of deep_random.
 func TestInterop(t *testing.T) {
 	// Registered first, so it runs after the harness's cleanups.
@@ -122,9 +116,9 @@ func TestInterop(t *testing.T) {
 		slices.Sort(names)
 		for _, name := range names {
 			script := scripts[name]
-			if file == "deep_random.json" && !*fullInterop && len(script) > deepRandomSteps {
-				t.Logf("%s/%s: running the first %d of %d steps (-interop.full runs all)", file, name, deepRandomSteps, len(script))
-				script = script[:deepRandomSteps]
+			if file == "deep_random.json" && !*fullInterop && len(script) > deepRandomDefault {
+				t.Logf("%s/%s: running the first %d of %d steps (-interop.full runs all)", file, name, deepRandomDefault, len(script))
+				script = script[:deepRandomDefault]
 			}
 			for _, suite := range suites {
 				for _, encrypt := range []bool{false, true} {
@@ -143,5 +137,60 @@ func TestInterop(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestRunnerCatchesFailures: scripts that must fail do, so a passing
+// TestInterop means something.
+func TestRunnerCatchesFailures(t *testing.T) {
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+	h := startHarness(t, instances)
+	suite := uint32(cipher.X25519_AES128GCM_SHA256_Ed25519)
+	for name, c := range map[string]struct {
+		script string
+		tamper func(r *scriptRun)
+	}{
+		"non-member unprotects": {script: `[
+			{"action": "createGroup", "actor": "alice", "members": ["bob"]},
+			{"action": "createKeyPackage", "actor": "charlie"},
+			{"action": "protect", "actor": "alice", "authenticatedData": "a", "plaintext": "p"},
+			{"action": "unprotect", "actor": "charlie", "ciphertext": 2}]`},
+		"commit handled twice": {script: `[
+			{"action": "createGroup", "actor": "alice", "members": ["bob"]},
+			{"action": "fullCommit", "actor": "alice", "members": ["bob"]},
+			{"action": "handleCommit", "actor": "bob", "commit": 1}]`},
+		"joiner without a welcome for it": {script: `[
+			{"action": "createGroup", "actor": "alice", "members": ["bob"]},
+			{"action": "createKeyPackage", "actor": "charlie"},
+			{"action": "fullCommit", "actor": "alice", "members": ["bob"], "joiners": ["charlie"]}]`},
+		"plaintext differs": {script: `[
+			{"action": "createGroup", "actor": "alice", "members": ["bob"]},
+			{"action": "protect", "actor": "alice", "authenticatedData": "a", "plaintext": "p"},
+			{"action": "unprotect", "actor": "bob", "ciphertext": 1}]`,
+			tamper: func(r *scriptRun) { r.out[1]["plaintext"] = []byte("q") }},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var script []step
+			if err := json.Unmarshal([]byte(c.script), &script); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			r := newScriptRun(ctx, script, h.clients, suite, h.suites, false)
+			defer r.free()
+			var err error
+			for i := range script {
+				if err = r.step(i, &script[i]); err != nil {
+					break
+				}
+				if c.tamper != nil && i == 1 {
+					c.tamper(r)
+				}
+			}
+			if err == nil {
+				t.Fatal("the script passed")
+			}
+			t.Logf("failed as it must: %v", err)
+		})
 	}
 }

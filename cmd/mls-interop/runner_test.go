@@ -116,7 +116,26 @@ type scriptRun struct {
 	signer   map[string]uint32
 	out      []map[string][]byte // per step: what later steps refer to
 	last     []string            // actors that took part in the last change of the group
+	states   []ownedState        // every state handed out, to free at the end
 	rpcCount int
+}
+
+type ownedState struct {
+	c  mlspb.MLSClientClient
+	id uint32
+}
+
+// setState records actor's current state.
+func (r *scriptRun) setState(actor string, id uint32) {
+	r.state[actor] = id
+	r.states = append(r.states, ownedState{r.clients[actor], id})
+}
+
+// free releases every state the run made on the clients.
+func (r *scriptRun) free() {
+	for _, s := range r.states {
+		s.c.Free(r.ctx, &mlspb.FreeRequest{StateId: s.id})
+	}
 }
 
 func newScriptRun(ctx context.Context, script []step, clients []mlspb.MLSClientClient, suite uint32, suites []uint32, encrypt bool) *scriptRun {
@@ -138,6 +157,7 @@ func newScriptRun(ctx context.Context, script []step, clients []mlspb.MLSClientC
 // run executes the script and then checks that the members of the group
 // as last changed agree on its state (StateAuth).
 func (r *scriptRun) run(script []step) error {
+	defer r.free()
 	for i := range script {
 		if err := r.step(i, &script[i]); err != nil {
 			js, _ := json.Marshal(script[i])
@@ -293,7 +313,7 @@ func (r *scriptRun) join(joiners []string, welcome, tree, want []byte) error {
 		if err := agree("joiner "+j, resp.EpochAuthenticator, want); err != nil {
 			return err
 		}
-		r.state[j] = resp.StateId
+		r.setState(j, resp.StateId)
 	}
 	return nil
 }
@@ -313,7 +333,7 @@ func (r *scriptRun) handleCommit(members []string, proposals [][]byte, commit, w
 		if err := agree("member "+m, resp.EpochAuthenticator, want); err != nil {
 			return err
 		}
-		r.state[m] = resp.StateId
+		r.setState(m, resp.StateId)
 	}
 	return nil
 }
@@ -350,7 +370,7 @@ func (r *scriptRun) commit(i int, s *step) (commit, welcome, tree, auth []byte, 
 	if err != nil {
 		return nil, nil, nil, nil, fmt.Errorf("merge: %w", err)
 	}
-	r.state[s.Actor] = merged.StateId
+	r.setState(s.Actor, merged.StateId)
 	r.out[i]["epoch_authenticator"] = merged.EpochAuthenticator
 	var t []byte
 	if s.externalTree() {
@@ -388,7 +408,7 @@ func (r *scriptRun) step(i int, s *step) error {
 		if err != nil {
 			return err
 		}
-		r.state[s.Actor] = resp.StateId
+		r.setState(s.Actor, resp.StateId)
 		return nil
 	case "externalJoin":
 		return r.externalJoin(i, s)
@@ -498,7 +518,7 @@ func (r *scriptRun) createGroup(i int, s *step) error {
 	if err != nil {
 		return err
 	}
-	r.state[s.Actor] = resp.StateId
+	r.setState(s.Actor, resp.StateId)
 	r.out[i]["group_id"] = groupID
 	r.last = []string{s.Actor}
 	if len(s.Members) == 0 {
@@ -522,7 +542,7 @@ func (r *scriptRun) createGroup(i int, s *step) error {
 	if err != nil {
 		return fmt.Errorf("merge: %w", err)
 	}
-	r.state[s.Actor] = merged.StateId
+	r.setState(s.Actor, merged.StateId)
 	if err := r.join(s.Members, cr.Welcome, nil, merged.EpochAuthenticator); err != nil {
 		return err
 	}
@@ -563,7 +583,7 @@ func (r *scriptRun) externalJoin(i int, s *step) error {
 	if err != nil {
 		return fmt.Errorf("external join: %w", err)
 	}
-	r.state[s.Joiner] = resp.StateId
+	r.setState(s.Joiner, resp.StateId)
 	r.out[i]["commit"], r.out[i]["epoch_authenticator"] = resp.Commit, resp.EpochAuthenticator
 	members := append(slices.Clone(s.Members), s.Actor)
 	if err := r.handleCommit(members, nil, resp.Commit, resp.EpochAuthenticator); err != nil {
@@ -719,7 +739,7 @@ func (r *scriptRun) reinit(s *step) error {
 	if err != nil {
 		return fmt.Errorf("reinit welcome: %w", err)
 	}
-	r.state[s.Welcomer] = wresp.StateId
+	r.setState(s.Welcomer, wresp.StateId)
 	for _, m := range sortedKeys(notWelcomer) {
 		mc, err := r.client(m)
 		if err != nil {
@@ -732,7 +752,7 @@ func (r *scriptRun) reinit(s *step) error {
 		if err := agree("member "+m+" of the new group", resp.EpochAuthenticator, wresp.EpochAuthenticator); err != nil {
 			return err
 		}
-		r.state[m] = resp.StateId
+		r.setState(m, resp.StateId)
 	}
 	r.last = append([]string{s.Welcomer}, sortedKeys(notWelcomer)...)
 	return nil
@@ -771,7 +791,7 @@ func (r *scriptRun) branch(s *step) error {
 	if err != nil {
 		return fmt.Errorf("branch: %w", err)
 	}
-	r.state[s.Actor] = resp.StateId
+	r.setState(s.Actor, resp.StateId)
 	for _, m := range s.Members {
 		mc, err := r.client(m)
 		if err != nil {
@@ -784,7 +804,7 @@ func (r *scriptRun) branch(s *step) error {
 		if err := agree("member "+m+" of the branch", hr.EpochAuthenticator, resp.EpochAuthenticator); err != nil {
 			return err
 		}
-		r.state[m] = hr.StateId
+		r.setState(m, hr.StateId)
 	}
 	r.last = append([]string{s.Actor}, s.Members...)
 	return nil
