@@ -30,25 +30,37 @@ const reuseGuardSize = 4
 // framedContentTBS encodes FramedContentTBS; groupContext (encoded) is
 // included for member and new_member_commit senders.
 func framedContentTBS(wf WireFormat, c *FramedContent, groupContext []byte) []byte {
-	var b codec.Builder
+	b := codec.NewBuilder(tbsSize(c, groupContext))
+	writeFramedContentTBS(b, wf, c, groupContext)
+	return b.Bytes()
+}
+
+func writeFramedContentTBS(b *codec.Builder, wf WireFormat, c *FramedContent, groupContext []byte) {
 	b.AddUint16(uint16(MLS10))
 	b.AddUint16(uint16(wf))
-	c.MarshalTLS(&b)
+	c.MarshalTLS(b)
 	if c.Sender.Type == SenderTypeMember || c.Sender.Type == SenderTypeNewMemberCommit {
 		b.AddBytes(groupContext)
 	}
-	return b.Bytes()
+}
+
+// tbsSize estimates the size of a FramedContentTBS, to allocate its buffer
+// once: exact for application data, a start for the rest.
+func tbsSize(c *FramedContent, groupContext []byte) int {
+	return 64 + len(c.GroupID) + len(c.AuthenticatedData) + len(c.ApplicationData) + len(groupContext)
 }
 
 // signContent returns the FramedContentAuthData signature of c.
 func signContent(signer cipher.Signer, wf WireFormat, c *FramedContent, groupContext []byte) ([]byte, error) {
-	return cipher.SignWithLabel(signer, labelFramedContentTBS, framedContentTBS(wf, c, groupContext))
+	return cipher.SignWithLabelFunc(signer, labelFramedContentTBS, tbsSize(c, groupContext), func(b *codec.Builder) {
+		writeFramedContentTBS(b, wf, c, groupContext)
+	})
 }
 
 // verifyContent checks the signature of an AuthenticatedContent under pub.
 func verifyContent(s cipher.Suite, pub []byte, ac *AuthenticatedContent, groupContext []byte) error {
-	tbs := framedContentTBS(ac.WireFormat, &ac.Content, groupContext)
-	if err := cipher.VerifyWithLabel(s, pub, labelFramedContentTBS, tbs, ac.Auth.Signature); err != nil {
+	write := func(b *codec.Builder) { writeFramedContentTBS(b, ac.WireFormat, &ac.Content, groupContext) }
+	if err := cipher.VerifyWithLabelFunc(s, pub, labelFramedContentTBS, tbsSize(&ac.Content, groupContext), write, ac.Auth.Signature); err != nil {
 		return fmt.Errorf("%w: content of %v sender: %v", ErrBadSignature, ac.Content.Sender.Type, err)
 	}
 	return nil
@@ -159,9 +171,11 @@ func toPrivate(s cipher.Suite, st *secretTree, senderDataSecret []byte, ac *Auth
 		ContentType:       c.ContentType,
 		AuthenticatedData: c.AuthenticatedData,
 	}
-	var pt codec.Builder
-	c.marshalBody(&pt)
-	ac.Auth.marshal(&pt, c.ContentType)
+	// The plaintext is built with room for the AEAD tag and sealed in
+	// place, so the ciphertext overwrites it.
+	pt := codec.NewBuilder(len(c.ApplicationData) + len(ac.Auth.Signature) + padding + 64)
+	c.marshalBody(pt)
+	ac.Auth.marshal(pt, c.ContentType)
 	pt.AddBytes(make([]byte, padding))
 
 	sd := senderData{leaf: LeafIndex(c.Sender.Index)}
@@ -178,8 +192,11 @@ func toPrivate(s cipher.Suite, st *secretTree, senderDataSecret []byte, ac *Auth
 	if err != nil {
 		return nil, err
 	}
-	m.Ciphertext = aead.Seal(nil, applyGuard(kn.nonce, sd.reuseGuard), pt.Bytes(), privateContentAAD(m))
-	wipe(pt.Bytes())
+	plain := pt.Bytes()
+	m.Ciphertext = aead.Seal(plain[:0], applyGuard(kn.nonce, sd.reuseGuard), plain, privateContentAAD(m))
+	if cap(plain) < len(m.Ciphertext) {
+		wipe(plain) // sealed into a new buffer after all
+	}
 
 	sdk := senderDataKeyNonce(s, senderDataSecret, m.Ciphertext)
 	defer sdk.wipe()
@@ -239,7 +256,6 @@ func openContent(s cipher.Suite, st *secretTree, sd senderData, m *PrivateMessag
 		adv.discard()
 		return nil, fmt.Errorf("%w: content", ErrDecrypt)
 	}
-	defer wipe(pt)
 	ac := &AuthenticatedContent{
 		WireFormat: WireFormatPrivateMessage,
 		Content: FramedContent{
@@ -251,7 +267,14 @@ func openContent(s cipher.Suite, st *secretTree, sd senderData, m *PrivateMessag
 		},
 	}
 	r := codec.NewReader(pt)
-	ac.Content.readBody(r)
+	if m.ContentType == ContentTypeApplication {
+		// The application data stays in the buffer it was decrypted into,
+		// which is handed to the caller; no copy to wipe.
+		ac.Content.ApplicationData = r.OpaqueNoCopy(MaxDataSize)
+	} else {
+		defer wipe(pt)
+		ac.Content.readBody(r)
+	}
 	ac.Auth.read(r, m.ContentType)
 	if err := r.Err(); err != nil {
 		adv.discard()

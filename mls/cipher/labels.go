@@ -34,14 +34,20 @@ func ExpandWithLabel(s Suite, secret []byte, label string, context []byte, lengt
 	if length < 0 || length > 0xffff {
 		return nil, fmt.Errorf("cipher: ExpandWithLabel length %d out of range", length)
 	}
-	b := codec.NewBuilder(2 + 1 + len(labelPrefix) + len(label) + 5 + len(context))
-	b.AddUint16(uint16(length))
-	b.AddVector(func(b *codec.Builder) {
-		b.AddBytes([]byte(labelPrefix))
-		b.AddBytes([]byte(label))
-	})
-	b.AddOpaque(context)
-	return s.Expand(secret, b.Bytes(), length)
+	// KDFLabel on the stack: the secret tree derives several per message.
+	var buf [128]byte
+	info := binary.BigEndian.AppendUint16(buf[:0], uint16(length))
+	info = codec.AppendVarint(info, len(labelPrefix)+len(label))
+	info = append(info, labelPrefix...)
+	info = append(info, label...)
+	info = codec.AppendVarint(info, len(context))
+	info = append(info, context...)
+	if c, ok := s.(*composite); ok {
+		out, err := c.Expand(secret, info, length)
+		clear(buf[:])
+		return out, err
+	}
+	return s.Expand(secret, info, length)
 }
 
 // DeriveSecret is ExpandWithLabel(secret, label, "", Nh).
@@ -78,6 +84,29 @@ func MakeProposalRef(s Suite, authenticatedContent []byte) []byte {
 // §5.1.2).
 func SignWithLabel(signer Signer, label string, content []byte) ([]byte, error) {
 	return signer.Sign(labeled(label, true, content))
+}
+
+// SignWithLabelFunc is SignWithLabel of the bytes content writes, built
+// in one buffer of about size bytes: for content that is itself an
+// encoding (a FramedContentTBS with a KiB of application data) it saves
+// building and copying it twice.
+func SignWithLabelFunc(signer Signer, label string, size int, content func(b *codec.Builder)) ([]byte, error) {
+	return signer.Sign(labeledFunc(label, size, content))
+}
+
+// VerifyWithLabelFunc checks a signature made by SignWithLabelFunc.
+func VerifyWithLabelFunc(s Suite, pub []byte, label string, size int, content func(b *codec.Builder), sig []byte) error {
+	return s.Verify(pub, labeledFunc(label, size, content), sig)
+}
+
+func labeledFunc(label string, size int, content func(b *codec.Builder)) []byte {
+	b := codec.NewBuilder(len(labelPrefix) + len(label) + size + 10)
+	b.AddVector(func(b *codec.Builder) {
+		b.AddBytes([]byte(labelPrefix))
+		b.AddBytes([]byte(label))
+	})
+	b.AddVector(content)
+	return b.Bytes()
 }
 
 // VerifyWithLabel checks a signature made by SignWithLabel.
