@@ -803,6 +803,9 @@ func TestExternalResync(t *testing.T) {
 	}
 	fresh.g = restore(t, g, Config{})
 	merge(t, fresh)
+	if len(fresh.g.past) != 0 {
+		t.Fatal("the joiner keeps the keys of an epoch it was not in")
+	}
 	for _, c := range []*client{alice, bob} {
 		r, err := process(t, c, pc.Message)
 		if err != nil {

@@ -424,7 +424,9 @@ func (g *Group) ownUnapplied(committed []CommittedProposal) []Proposal {
 // decrypts late PrivateMessages is kept (Config.PastEpochs); the rest of
 // its secrets is deleted.
 func (g *Group) advance(next *epochState) {
-	if n := g.cfg.pastEpochs(); n > 0 {
+	// A group that joins by external Commit had no keys in the epoch it
+	// leaves: nothing to keep.
+	if n := g.cfg.pastEpochs(); n > 0 && !g.joining {
 		g.past = append(g.past, &pastEpoch{
 			epoch: g.ctx.Epoch, ctxBytes: g.ctxBytes, sigKeys: g.tree.signatureKeys(),
 			senderData: g.secrets.senderData, secretTree: g.secretTree, endTag: clone(next.confirmationTag),

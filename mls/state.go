@@ -107,7 +107,8 @@ func UnmarshalState(data []byte, cfg Config) (*Group, error) {
 	signerKey := r.Opaque(MaxKeySize)
 	flags := r.Uint8()
 	g.joining, g.removed = flags&stateJoining != 0, flags&stateRemoved != 0
-	cur := readEpochState(r, s, cfg)
+	// A joining group's own leaf is in the epoch it joins, not this one.
+	cur := readEpochState(r, s, cfg, !g.joining)
 	g.proposals = codec.ReadList(r, MaxDataSize, MaxProposals, func(r *codec.Reader) cachedProposal {
 		var p cachedProposal
 		p.ref = r.Opaque(MaxKeySize)
@@ -185,7 +186,7 @@ type readEpoch struct {
 	err   error
 }
 
-func readEpochState(r *codec.Reader, s cipher.Suite, cfg Config) readEpoch {
+func readEpochState(r *codec.Reader, s cipher.Suite, cfg Config, ownLeaf bool) readEpoch {
 	e := &epochState{priv: new(privateTree), secretTree: &secretTree{suite: s, cfg: cfg.Ratchet}}
 	var ctx GroupContext
 	ctx.UnmarshalTLS(r)
@@ -205,7 +206,7 @@ func readEpochState(r *codec.Reader, s cipher.Suite, cfg Config) readEpoch {
 		return readEpoch{err: err}
 	}
 	e.tree = t
-	if e.secretTree.nLeaves != t.numLeaves() || uint32(e.priv.leaf) >= t.numLeaves() {
+	if e.secretTree.nLeaves != t.numLeaves() || ownLeaf && uint32(e.priv.leaf) >= t.numLeaves() {
 		return readEpoch{err: fmt.Errorf("%w: group state is inconsistent", ErrMalformed)}
 	}
 	return readEpoch{state: e}
@@ -251,7 +252,7 @@ func readPendingCommit(r *codec.Reader, s cipher.Suite, cfg Config) (*PendingCom
 		pc.Welcome.UnmarshalTLS(r)
 	}
 	pc.GroupInfo.UnmarshalTLS(r)
-	next := readEpochState(r, s, cfg)
+	next := readEpochState(r, s, cfg, true)
 	res := pc.result
 	res.Epoch = r.Uint64()
 	res.Committer.UnmarshalTLS(r)
