@@ -119,14 +119,6 @@ func (e *epochState) setContext(ctx GroupContext) {
 	e.ctxBytes = codec.Marshal(&ctx)
 }
 
-// cachedProposal is a proposal received or sent in the current epoch,
-// kept for Commits that name it by reference.
-type cachedProposal struct {
-	ref      []byte
-	proposal Proposal
-	sender   Sender
-}
-
 // pastEpoch is what a group keeps of an epoch it has left: exactly what
 // decrypting and authenticating a late PrivateMessage of that epoch takes.
 type pastEpoch struct {
@@ -153,7 +145,7 @@ type Group struct {
 	signer cipher.Signer
 
 	epochState
-	proposals      []cachedProposal
+	proposals      []ProposalEntry // received or sent this epoch, for Commits that name them
 	pendingUpdates []nodeKey       // leaf keys of this member's Update proposals this epoch
 	resumption     []resumptionPSK // newest last
 	past           []*pastEpoch    // oldest first, at most cfg.pastEpochs()
@@ -252,19 +244,13 @@ func (g *Group) Member(l LeafIndex) (Member, bool) {
 	return memberOf(l, n), true
 }
 
-// CachedProposal is a proposal of the current epoch that a Commit may name
-// by reference: received from another member or sent by this one.
-type CachedProposal struct {
-	Ref      []byte
-	Sender   Sender
-	Proposal Proposal
-}
-
-// Proposals lists the cached proposals of the current epoch, oldest first.
-func (g *Group) Proposals() []CachedProposal {
-	out := make([]CachedProposal, len(g.proposals))
+// Proposals lists the proposals of the current epoch that a Commit may
+// name by reference — received from other members or sent by this one —
+// oldest first.
+func (g *Group) Proposals() []ProposalEntry {
+	out := make([]ProposalEntry, len(g.proposals))
 	for i, p := range g.proposals {
-		out[i] = CachedProposal{Ref: clone(p.ref), Sender: p.sender, Proposal: p.proposal}
+		out[i] = p.clone()
 	}
 	return out
 }
@@ -274,7 +260,7 @@ func (g *Group) Proposals() []CachedProposal {
 // ErrUnknownProposal. It reports whether the proposal was cached.
 func (g *Group) DropProposal(ref []byte) bool {
 	for i, p := range g.proposals {
-		if bytes.Equal(p.ref, ref) {
+		if bytes.Equal(p.Ref, ref) {
 			g.proposals = append(g.proposals[:i:i], g.proposals[i+1:]...)
 			return true
 		}

@@ -156,11 +156,11 @@ func (g *Group) commit(opts CommitOptions) (*PendingCommit, error) {
 			if cp == nil {
 				return nil, ErrUnknownProposal
 			}
-			list = append(list, resolvedProposal{proposal: cp.proposal, sender: cp.sender, ref: cp.ref})
+			list = append(list, resolvedProposal{proposal: cp.Proposal, sender: cp.Sender, ref: cp.Ref})
 		}
 	case !opts.SkipCached:
 		for _, cp := range g.proposals {
-			list = append(list, resolvedProposal{proposal: cp.proposal, sender: cp.sender, ref: cp.ref, optional: true})
+			list = append(list, resolvedProposal{proposal: cp.Proposal, sender: cp.Sender, ref: cp.Ref, optional: true})
 		}
 	}
 	for _, p := range opts.Proposals {

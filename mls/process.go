@@ -35,7 +35,7 @@ type CommitResult struct {
 	Committer Sender
 	// Proposals lists every proposal the Commit applied, in its order,
 	// with the reference of those committed by reference.
-	Proposals []CommittedProposal
+	Proposals []ProposalEntry
 	Added     []LeafIndex // leaves of members added
 	Removed   []Member    // members removed, as they were before
 	// RemovedSelf is set when the Commit removed this member: the group
@@ -393,28 +393,28 @@ func (g *Group) cacheProposal(ref []byte, ac *AuthenticatedContent) error {
 	if len(g.proposals) >= MaxProposals {
 		return fmt.Errorf("%w: too many proposals in one epoch", ErrInvalidProposal)
 	}
-	g.proposals = append(g.proposals, cachedProposal{ref: ref, proposal: ac.Content.Proposal, sender: ac.Content.Sender})
+	g.proposals = append(g.proposals, ProposalEntry{Ref: ref, Proposal: ac.Content.Proposal, Sender: ac.Content.Sender})
 	return nil
 }
 
 // ownUnapplied returns this member's cached proposals, Updates aside, that
 // a Commit applying committed did not include.
-func (g *Group) ownUnapplied(committed []CommittedProposal) []Proposal {
+func (g *Group) ownUnapplied(committed []ProposalEntry) []Proposal {
 	me := Sender{Type: SenderTypeMember, Index: uint32(g.priv.leaf)}
 	var out []Proposal
 	for _, cp := range g.proposals {
-		if cp.sender != me || cp.proposal.ProposalType() == ProposalTypeUpdate {
+		if cp.Sender != me || cp.Proposal.ProposalType() == ProposalTypeUpdate {
 			continue
 		}
 		found := false
 		for _, c := range committed {
-			if bytes.Equal(c.Ref, cp.ref) {
+			if bytes.Equal(c.Ref, cp.Ref) {
 				found = true
 				break
 			}
 		}
 		if !found {
-			out = append(out, cp.proposal)
+			out = append(out, cp.Proposal)
 		}
 	}
 	return out

@@ -35,7 +35,7 @@ const (
 //	opaque signature_private_key<V>;
 //	uint8 flags;                     // 1: external join unmerged, 2: removed
 //	EpochState current;
-//	CachedProposal proposals<V>;     // ref, Sender, Proposal
+//	ProposalEntry proposals<V>;      // ref (empty: by value), Sender, Proposal
 //	KeyPair pending_updates<V>;      // priv, pub
 //	ResumptionPSK resumption<V>;     // epoch, secret
 //	PastEpoch past<V>;
@@ -66,11 +66,7 @@ func (g *Group) MarshalState() []byte {
 	}
 	b.AddUint8(flags)
 	g.epochState.marshal(&b)
-	codec.AddList(&b, g.proposals, func(b *codec.Builder, p cachedProposal) {
-		b.AddOpaque(p.ref)
-		p.sender.MarshalTLS(b)
-		marshalProposal(b, p.proposal)
-	})
+	codec.AddList(&b, g.proposals, marshalEntry)
 	codec.AddList(&b, g.pendingUpdates, func(b *codec.Builder, k nodeKey) {
 		b.AddOpaque(k.priv)
 		b.AddOpaque(k.pub)
@@ -109,13 +105,7 @@ func UnmarshalState(data []byte, cfg Config) (*Group, error) {
 	g.joining, g.removed = flags&stateJoining != 0, flags&stateRemoved != 0
 	// A joining group's own leaf is in the epoch it joins, not this one.
 	cur := readEpochState(r, s, cfg, !g.joining)
-	g.proposals = codec.ReadList(r, MaxDataSize, MaxProposals, func(r *codec.Reader) cachedProposal {
-		var p cachedProposal
-		p.ref = r.Opaque(MaxKeySize)
-		p.sender.UnmarshalTLS(r)
-		p.proposal = readProposal(r)
-		return p
-	})
+	g.proposals = codec.ReadList(r, MaxDataSize, MaxProposals, readEntry)
 	g.pendingUpdates = codec.ReadList(r, MaxDataSize, MaxProposals, func(r *codec.Reader) nodeKey {
 		return nodeKey{priv: r.Opaque(MaxKeySize), pub: r.Opaque(MaxKeySize)}
 	})
@@ -166,6 +156,24 @@ func UnmarshalState(data []byte, cfg Config) (*Group, error) {
 		}
 	}
 	return g, nil
+}
+
+// marshalEntry writes a ProposalEntry: ref (empty for none), Sender,
+// Proposal.
+func marshalEntry(b *codec.Builder, p ProposalEntry) {
+	b.AddOpaque(p.Ref)
+	p.Sender.MarshalTLS(b)
+	marshalProposal(b, p.Proposal)
+}
+
+func readEntry(r *codec.Reader) ProposalEntry {
+	var p ProposalEntry
+	if ref := r.Opaque(MaxKeySize); len(ref) > 0 {
+		p.Ref = ref
+	}
+	p.Sender.UnmarshalTLS(r)
+	p.Proposal = readProposal(r)
+	return p
 }
 
 // marshal writes an EpochState (see MarshalState).
@@ -222,11 +230,7 @@ func (pc *PendingCommit) marshal(b *codec.Builder) {
 	res := pc.result
 	b.AddUint64(res.Epoch)
 	res.Committer.MarshalTLS(b)
-	codec.AddList(b, res.Proposals, func(b *codec.Builder, p CommittedProposal) {
-		b.AddOpaque(p.Ref)
-		p.Sender.MarshalTLS(b)
-		marshalProposal(b, p.Proposal)
-	})
+	codec.AddList(b, res.Proposals, marshalEntry)
 	codec.AddList(b, res.Added, func(b *codec.Builder, l LeafIndex) { b.AddUint32(uint32(l)) })
 	codec.AddList(b, res.Removed, func(b *codec.Builder, m Member) {
 		b.AddUint32(uint32(m.Leaf))
@@ -234,9 +238,7 @@ func (pc *PendingCommit) marshal(b *codec.Builder) {
 		b.AddOpaque(m.SignatureKey)
 	})
 	codec.AddList(b, pc.Skipped, func(b *codec.Builder, p SkippedProposal) {
-		b.AddOpaque(p.Ref)
-		p.Sender.MarshalTLS(b)
-		marshalProposal(b, p.Proposal)
+		marshalEntry(b, p.ProposalEntry)
 		b.AddString(p.Reason.Error())
 	})
 	codec.AddList(b, pc.byValue, func(b *codec.Builder, p Proposal) { marshalProposal(b, p) })
@@ -256,15 +258,7 @@ func readPendingCommit(r *codec.Reader, s cipher.Suite, cfg Config) (*PendingCom
 	res := pc.result
 	res.Epoch = r.Uint64()
 	res.Committer.UnmarshalTLS(r)
-	res.Proposals = codec.ReadList(r, MaxDataSize, MaxProposals, func(r *codec.Reader) CommittedProposal {
-		var p CommittedProposal
-		if ref := r.Opaque(MaxKeySize); len(ref) > 0 {
-			p.Ref = ref
-		}
-		p.Sender.UnmarshalTLS(r)
-		p.Proposal = readProposal(r)
-		return p
-	})
+	res.Proposals = codec.ReadList(r, MaxDataSize, MaxProposals, readEntry)
 	res.Added = codec.ReadList(r, MaxDataSize, MaxLeaves, func(r *codec.Reader) LeafIndex { return LeafIndex(r.Uint32()) })
 	res.Removed = codec.ReadList(r, MaxDataSize, MaxLeaves, func(r *codec.Reader) Member {
 		var m Member
@@ -274,12 +268,7 @@ func readPendingCommit(r *codec.Reader, s cipher.Suite, cfg Config) (*PendingCom
 		return m
 	})
 	pc.Skipped = codec.ReadList(r, MaxDataSize, MaxProposals, func(r *codec.Reader) SkippedProposal {
-		var p SkippedProposal
-		p.Ref = r.Opaque(MaxKeySize)
-		p.Sender.UnmarshalTLS(r)
-		p.Proposal = readProposal(r)
-		p.Reason = errors.New(string(r.Opaque(MaxDataSize)))
-		return p
+		return SkippedProposal{ProposalEntry: readEntry(r), Reason: errors.New(string(r.Opaque(MaxDataSize)))}
 	})
 	pc.byValue = codec.ReadList(r, MaxDataSize, MaxProposals, readProposal)
 	for _, p := range res.Proposals {

@@ -179,6 +179,20 @@ func decodeTree(data []byte) (mls.RatchetTree, error) {
 	return t, nil
 }
 
+// decodeWelcome decodes a Welcome MLSMessage and the ratchet tree that
+// may come with it.
+func decodeWelcome(welcome, tree []byte) (*mls.Welcome, mls.RatchetTree, error) {
+	wm, err := decodeMessage(welcome, mls.WireFormatWelcome, "welcome")
+	if err != nil {
+		return nil, nil, err
+	}
+	t, err := decodeTree(tree)
+	if err != nil {
+		return nil, nil, err
+	}
+	return wm.Welcome, t, nil
+}
+
 func encodeTree(t mls.RatchetTree) []byte { return codec.Marshal(t) }
 
 func messageBytes(m *mls.MLSMessage) []byte { return m.Encode() }
@@ -294,15 +308,11 @@ func (s *server) JoinGroup(_ context.Context, req *mlspb.JoinGroupRequest) (*mls
 	if err != nil {
 		return nil, err
 	}
-	wm, err := decodeMessage(req.Welcome, mls.WireFormatWelcome, "welcome")
+	w, tree, err := decodeWelcome(req.Welcome, req.RatchetTree)
 	if err != nil {
 		return nil, err
 	}
-	tree, err := decodeTree(req.RatchetTree)
-	if err != nil {
-		return nil, err
-	}
-	g, err := mls.JoinWelcome(wm.Welcome, tx.kp, tree, config(tx.psks))
+	g, err := mls.JoinWelcome(w, tx.kp, tree, config(tx.psks))
 	if err != nil {
 		return nil, fail("join", err)
 	}
@@ -840,15 +850,11 @@ func (s *server) HandleReInitWelcome(_ context.Context, req *mlspb.HandleReInitW
 	if err != nil {
 		return nil, err
 	}
-	wm, err := decodeMessage(req.Welcome, mls.WireFormatWelcome, "welcome")
+	w, tree, err := decodeWelcome(req.Welcome, req.RatchetTree)
 	if err != nil {
 		return nil, err
 	}
-	tree, err := decodeTree(req.RatchetTree)
-	if err != nil {
-		return nil, err
-	}
-	g, err := ri.old.g.JoinSuccessor(wm.Welcome, ri.kp, tree, config(ri.old.psks))
+	g, err := ri.old.g.JoinSuccessor(w, ri.kp, tree, config(ri.old.psks))
 	if err != nil {
 		return nil, fail("join re-initialized group", err)
 	}
@@ -895,15 +901,11 @@ func (s *server) HandleBranch(_ context.Context, req *mlspb.HandleBranchRequest)
 	if err != nil {
 		return nil, err
 	}
-	wm, err := decodeMessage(req.Welcome, mls.WireFormatWelcome, "welcome")
+	w, tree, err := decodeWelcome(req.Welcome, req.RatchetTree)
 	if err != nil {
 		return nil, err
 	}
-	tree, err := decodeTree(req.RatchetTree)
-	if err != nil {
-		return nil, err
-	}
-	g, err := st.g.JoinSuccessor(wm.Welcome, tx.kp, tree, config(st.psks))
+	g, err := st.g.JoinSuccessor(w, tx.kp, tree, config(st.psks))
 	if err != nil {
 		return nil, fail("join branch", err)
 	}
