@@ -67,7 +67,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 // gracefully and returns once every RPC has finished.
 func serve(ctx context.Context, lis net.Listener, log *slog.Logger) error {
 	gs := grpc.NewServer(grpc.UnaryInterceptor(logFailures(log)))
-	mlspb.RegisterMLSClientServer(gs, newServer(log))
+	mlspb.RegisterMLSClientServer(gs, newServer())
 	errc := make(chan error, 1)
 	go func() { errc <- gs.Serve(lis) }()
 	select {

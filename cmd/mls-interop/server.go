@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 
 	"google.golang.org/grpc/codes"
@@ -34,7 +33,6 @@ const (
 // runner drives a script step by step anyway.
 type server struct {
 	mlspb.UnimplementedMLSClientServer
-	log *slog.Logger
 
 	mu      sync.Mutex // guards the fields below
 	nextID  uint32
@@ -46,9 +44,8 @@ type server struct {
 
 var _ mlspb.MLSClientServer = (*server)(nil)
 
-func newServer(log *slog.Logger) *server {
+func newServer() *server {
 	return &server{
-		log:     log,
 		groups:  map[uint32]*groupState{},
 		txs:     map[uint32]*transaction{},
 		signers: map[uint32]*externalSigner{},
