@@ -16,6 +16,9 @@ import (
 //	                          ratchet tree in the Welcome) / process it
 //	BenchmarkUpdateCommit     create a commit with a path (self-update) /
 //	                          process it
+//	BenchmarkUpdateCommitFilledTree
+//	                          the same in a tree whose parent nodes are all
+//	                          set
 //	BenchmarkApplicationMessage
 //	                          encrypt a 1 KiB message and decrypt it at
 //	                          another member, next to the floor of its
@@ -25,7 +28,8 @@ import (
 // in one Commit; only the creator and one member (bob) have committed with
 // a path since. The parent nodes of the rest of the tree are blank, so a
 // path is encrypted to every other member (the resolution of a blank
-// subtree is all its leaves): the worst case for a Commit with a path.
+// subtree is all its leaves): the worst case for a Commit with a path,
+// which BenchmarkUpdateCommitFilledTree sets against the best.
 
 var benchSizes = []int{2, 16, 128, 1024}
 
@@ -115,6 +119,131 @@ func BenchmarkAddCommit(b *testing.B) {
 func BenchmarkUpdateCommit(b *testing.B) {
 	benchCommit(b, CommitOptions{ForcePath: true})
 }
+
+// BenchmarkUpdateCommitFilledTree is BenchmarkUpdateCommit in a group
+// whose every parent node is set, as after every member committed once:
+// the steady state of a group that has lived a while, where a path is
+// encrypted to one node per level instead of to every member.
+func BenchmarkUpdateCommitFilledTree(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprint("members=", n), func(b *testing.B) {
+			g := filledGroupOfSize(b, n)
+			opts := CommitOptions{ForcePath: true}
+			b.Run("create", func(b *testing.B) {
+				for b.Loop() {
+					if _, err := g.alice.g.Commit(opts); err != nil {
+						b.Fatal(err)
+					}
+					g.alice.g.DiscardPendingCommit()
+				}
+			})
+			pc, err := g.alice.g.Commit(opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			g.alice.g.DiscardPendingCommit()
+			b.Run("process", func(b *testing.B) {
+				for b.Loop() {
+					b.StopTimer()
+					bob, err := UnmarshalState(g.bobState, Config{})
+					if err != nil {
+						b.Fatal(err)
+					}
+					bob.tree.rootHash()
+					b.StartTimer()
+					if _, err := bob.Process(pc.Message); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
+}
+
+var filledGroups struct {
+	sync.Mutex
+	m map[int]*benchGroup
+}
+
+// filledGroupOfSize returns a group of n members whose every parent node
+// is set: the members at even leaves commit with a path in turn (in
+// bit-reversed order, so that the upper levels fill first and later paths
+// are cheap) and alice and bob process each Commit. Each such member acts
+// through a copy of alice's state with its own leaf key and signer — a
+// test shortcut for n separate clients, which would each have to process
+// every Commit.
+func filledGroupOfSize(b *testing.B, n int) *benchGroup {
+	filledGroups.Lock()
+	defer filledGroups.Unlock()
+	if g := filledGroups.m[n]; g != nil {
+		return g
+	}
+	alice, bob := newClient(b, testSuite, "alice"), newClient(b, testSuite, "bob")
+	var err error
+	alice.g, err = NewGroup(testSuite, randomID(b), alice.signer, alice.cred, LeafOptions{}, nil, Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	bobKP := bob.keyPackage(b, testSuite)
+	props := []Proposal{&AddProposal{KeyPackage: *bobKP.KeyPackage}}
+	bundles := map[LeafIndex]*KeyPackageBundle{}
+	for i := 2; i < n; i++ {
+		kp := newClient(b, testSuite, fmt.Sprint("m", i)).keyPackage(b, testSuite)
+		bundles[LeafIndex(i)] = kp
+		props = append(props, &AddProposal{KeyPackage: *kp.KeyPackage})
+	}
+	commitAndDeliver(b, alice, CommitOptions{Proposals: props, RatchetTreeInWelcome: true}, nil, map[*client]*KeyPackageBundle{bob: bobKP}, Config{})
+	bits := 0
+	for 1<<bits < n {
+		bits++
+	}
+	for i := range n / 2 {
+		// The i-th even leaf in bit-reversed order of its half index.
+		r := 0
+		for k := range bits - 1 {
+			r |= (i >> k & 1) << (bits - 2 - k)
+		}
+		l := LeafIndex(2 * r)
+		committer := alice
+		if l != 0 {
+			kp := bundles[l]
+			as, err := UnmarshalState(alice.g.MarshalState(), Config{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			as.priv = newPrivateTree(l, clone(kp.EncryptionPriv), clone(kp.KeyPackage.LeafNode.EncryptionKey))
+			as.signer = kp.Signer
+			committer = &client{name: fmt.Sprint("m", l), g: as}
+		}
+		pc := commit(b, committer, CommitOptions{ForcePath: true})
+		merge(b, committer)
+		for _, c := range []*client{alice, bob} {
+			if c == committer {
+				continue
+			}
+			if _, err := process(b, c, pc.Message); err != nil {
+				b.Fatalf("%s: commit from leaf %d: %v", c.name, l, err)
+			}
+		}
+		if l != 0 {
+			// The member's leaf key changed; its next commit (none here)
+			// would need the new one.
+			delete(bundles, l)
+		}
+	}
+	for x, node := range alice.g.tree.nodes {
+		if x%2 == 1 && node.parent == nil {
+			b.Fatalf("parent node %d is blank", x)
+		}
+	}
+	g := &benchGroup{alice: alice, bob: bob, bobState: bob.g.MarshalState()}
+	if filledGroups.m == nil {
+		filledGroups.m = map[int]*benchGroup{}
+	}
+	filledGroups.m[n] = g
+	return g
+}
+
 
 // BenchmarkApplicationMessage measures a 1 KiB application message
 // encrypted by alice, encoded, decoded and decrypted by bob, and in the
