@@ -862,3 +862,69 @@ func TestSuccessorChecks(t *testing.T) {
 		t.Fatal("a refused join consumed the key package")
 	}
 }
+
+// TestReinitChecks: a re-initialized group must match the ReInit and keep
+// every member of the old group; to another suite it needs a signer of it.
+func TestReinitChecks(t *testing.T) {
+	cs := newGroupOf(t, Config{}, "alice", "bob", "carol")
+	alice, bob, carol := cs[0], cs[1], cs[2]
+	const newSuite = cipher.X25519_CHACHA20POLY1305_SHA256_Ed25519
+	ri := &ReInitProposal{GroupID: randomID(t), Version: MLS10, CipherSuite: newSuite}
+	commitAndDeliver(t, alice, CommitOptions{Proposals: []Proposal{ri}}, []*client{bob, carol}, nil, Config{})
+	for _, c := range cs {
+		if c.g.ReInit() == nil {
+			t.Fatalf("%s: no ReInit", c.name)
+		}
+		if _, err := c.g.Encrypt([]byte("x"), nil, 0); !errors.Is(err, ErrWrongEpoch) {
+			t.Fatalf("%s: the old group still sends: %v", c.name, err)
+		}
+	}
+	if _, _, err := alice.g.Reinitialize(nil, SuccessorOptions{}); err == nil {
+		t.Fatal("reinitialized to another suite with the old signer")
+	}
+	kp := func(c *client) *KeyPackageBundle {
+		s, _ := cipher.Lookup(newSuite)
+		signer, _ := s.GenerateSigner()
+		b, err := NewKeyPackage(newSuite, signer, c.cred, LeafOptions{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	aliceKP, bobKP, carolKP := kp(alice), kp(bob), kp(carol)
+	// Carol left out: bob refuses a group that lost a member.
+	_, w, err := alice.g.Reinitialize([]*KeyPackage{bobKP.KeyPackage}, SuccessorOptions{Signer: aliceKP.Signer, RatchetTreeInWelcome: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.g.JoinSuccessor(w, bobKP, nil, Config{}); !errors.Is(err, ErrNotSuccessor) {
+		t.Fatalf("a member missing: err = %v", err)
+	}
+	// A welcomer that got the ReInit wrong.
+	saved := *alice.g.reinit
+	alice.g.reinit.GroupID = []byte("another group")
+	_, w, err = alice.g.Reinitialize([]*KeyPackage{bobKP.KeyPackage, carolKP.KeyPackage}, SuccessorOptions{Signer: aliceKP.Signer, RatchetTreeInWelcome: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.g.JoinSuccessor(w, bobKP, nil, Config{}); !errors.Is(err, ErrNotSuccessor) {
+		t.Fatalf("group ID not the ReInit's: err = %v", err)
+	}
+	*alice.g.reinit = saved
+	ng, w, err := alice.g.Reinitialize([]*KeyPackage{bobKP.KeyPackage, carolKP.KeyPackage}, SuccessorOptions{Signer: aliceKP.Signer, RatchetTreeInWelcome: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		c  *client
+		kp *KeyPackageBundle
+	}{{bob, bobKP}, {carol, carolKP}} {
+		g, err := c.c.g.JoinSuccessor(w, c.kp, nil, Config{})
+		if err != nil {
+			t.Fatalf("%s: %v", c.c.name, err)
+		}
+		if g.CipherSuite() != newSuite || !bytes.Equal(g.GroupID(), ri.GroupID) || !bytes.Equal(g.EpochAuthenticator(), ng.EpochAuthenticator()) {
+			t.Fatalf("%s: the new group disagrees", c.c.name)
+		}
+	}
+}
