@@ -244,7 +244,6 @@ func filledGroupOfSize(b *testing.B, n int) *benchGroup {
 	return g
 }
 
-
 // BenchmarkApplicationMessage measures a 1 KiB application message
 // encrypted by alice, encoded, decoded and decrypted by bob, and in the
 // same iterations (so
