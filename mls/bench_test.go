@@ -246,10 +246,9 @@ func filledGroupOfSize(b *testing.B, n int) *benchGroup {
 
 // BenchmarkApplicationMessage measures a 1 KiB application message
 // encrypted by alice, encoded, decoded and decrypted by bob, and in the
-// same iterations (so
-// under the same load) an Ed25519 signature and verification of a message
-// of the size MLS signs: the floor no MLS implementation goes below. It
-// reports both and their ratio.
+// same iterations (so under the same load) an Ed25519 signature and
+// verification of a message of the size MLS signs: the floor no MLS
+// implementation goes below. It reports both and their ratio.
 func BenchmarkApplicationMessage(b *testing.B) {
 	msg := make([]byte, 1024)
 	pub, priv, _ := ed25519.GenerateKey(nil)
