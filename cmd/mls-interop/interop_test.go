@@ -127,7 +127,12 @@ func TestInterop(t *testing.T) {
 						mode = "private"
 					}
 					t.Run(fmt.Sprintf("%s/%s/suite=0x%04x/%s", file, name, suite, mode), func(t *testing.T) {
-						ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+						// All of deep_random with P-521 takes about ten minutes.
+						limit := 5 * time.Minute
+						if *fullInterop {
+							limit = time.Hour
+						}
+						ctx, cancel := context.WithTimeout(context.Background(), limit)
 						defer cancel()
 						r := newScriptRun(ctx, script, h.clients, suite, h.suites, encrypt)
 						if err := r.run(script); err != nil {
