@@ -100,28 +100,28 @@ func (s *composite) expandOneBlock(prk, info []byte, length int) (out []byte, ok
 		block = sha512Block
 	}
 	const maxInfo = 256
-	if length < 0 || length > s.hash.Size() || len(prk) > block || len(info) > maxInfo {
+	size := s.hash.Size()
+	if length < 0 || length > size || len(prk) > block || len(info) > maxInfo {
 		return nil, false
 	}
+	// inner = H((K ^ ipad) || info || 0x01); T(1) = H((K ^ opad) || inner)
 	var buf [sha512Block + maxInfo + 1]byte
-	var pad [sha512Block]byte
-	copy(pad[:], prk)
+	n := copy(buf[:], prk)
 	for i := range block {
-		buf[i] = pad[i] ^ 0x36
+		buf[i] ^= 0x36
 	}
-	n := block + copy(buf[block:], info)
-	buf[n] = 1 // T(1)
-	inner := s.sum(buf[:n+1])
+	m := block + copy(buf[block:], info)
+	buf[m] = 1
+	inner := s.sum(buf[:m+1])
 	for i := range block {
-		buf[i] = pad[i] ^ 0x5c
+		buf[i] ^= 0x36 ^ 0x5c
 	}
-	n = block + copy(buf[block:], inner[:s.hash.Size()])
-	outer := s.sum(buf[:n])
-	clear(pad[:])
-	clear(buf[:])
-	clear(inner[:])
+	copy(buf[block:], inner[:size])
+	outer := s.sum(buf[:block+size])
 	out = make([]byte, length)
 	copy(out, outer[:])
+	clear(buf[:max(n, block)+max(m+1-block, size)])
+	clear(inner[:])
 	clear(outer[:])
 	return out, true
 }

@@ -34,20 +34,31 @@ func ExpandWithLabel(s Suite, secret []byte, label string, context []byte, lengt
 	if length < 0 || length > 0xffff {
 		return nil, fmt.Errorf("cipher: ExpandWithLabel length %d out of range", length)
 	}
-	// KDFLabel on the stack: the secret tree derives several per message.
-	var buf [128]byte
-	info := binary.BigEndian.AppendUint16(buf[:0], uint16(length))
-	info = codec.AppendVarint(info, len(labelPrefix)+len(label))
-	info = append(info, labelPrefix...)
-	info = append(info, label...)
-	info = codec.AppendVarint(info, len(context))
-	info = append(info, context...)
 	if c, ok := s.(*composite); ok {
-		out, err := c.Expand(secret, info, length)
-		clear(buf[:])
-		return out, err
+		return c.expandWithLabel(secret, label, context, length)
 	}
-	return s.Expand(secret, info, length)
+	return s.Expand(secret, appendKDFLabel(nil, label, context, length), length)
+}
+
+// expandWithLabel is ExpandWithLabel with the KDFLabel on the stack: the
+// secret tree derives several per message.
+func (s *composite) expandWithLabel(secret []byte, label string, context []byte, length int) ([]byte, error) {
+	var buf [128]byte
+	info := appendKDFLabel(buf[:0], label, context, length)
+	out, err := s.Expand(secret, info, length)
+	clear(info)
+	return out, err
+}
+
+// appendKDFLabel appends struct { uint16 length; opaque label<V>;
+// opaque context<V>; } with label = "MLS 1.0 " + label.
+func appendKDFLabel(dst []byte, label string, context []byte, length int) []byte {
+	dst = binary.BigEndian.AppendUint16(dst, uint16(length))
+	dst = codec.AppendVarint(dst, len(labelPrefix)+len(label))
+	dst = append(dst, labelPrefix...)
+	dst = append(dst, label...)
+	dst = codec.AppendVarint(dst, len(context))
+	return append(dst, context...)
 }
 
 // DeriveSecret is ExpandWithLabel(secret, label, "", Nh).
