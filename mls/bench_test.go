@@ -74,11 +74,11 @@ func groupOfSize(b *testing.B, n int) *benchGroup {
 }
 
 // benchCommit measures creating a Commit with opts at alice and processing
-// it at bob.
-func benchCommit(b *testing.B, opts CommitOptions) {
+// it at bob, in groups made by group.
+func benchCommit(b *testing.B, group func(b *testing.B, n int) *benchGroup, opts CommitOptions) {
 	for _, n := range benchSizes {
 		b.Run(fmt.Sprint("members=", n), func(b *testing.B) {
-			g := groupOfSize(b, n)
+			g := group(b, n)
 			b.Run("create", func(b *testing.B) {
 				for b.Loop() {
 					if _, err := g.alice.g.Commit(opts); err != nil {
@@ -113,11 +113,11 @@ func benchCommit(b *testing.B, opts CommitOptions) {
 func BenchmarkAddCommit(b *testing.B) {
 	newcomer := newClient(b, testSuite, "new")
 	kp := newcomer.keyPackage(b, testSuite)
-	benchCommit(b, CommitOptions{Proposals: []Proposal{&AddProposal{KeyPackage: *kp.KeyPackage}}, RatchetTreeInWelcome: true})
+	benchCommit(b, groupOfSize, CommitOptions{Proposals: []Proposal{&AddProposal{KeyPackage: *kp.KeyPackage}}, RatchetTreeInWelcome: true})
 }
 
 func BenchmarkUpdateCommit(b *testing.B) {
-	benchCommit(b, CommitOptions{ForcePath: true})
+	benchCommit(b, groupOfSize, CommitOptions{ForcePath: true})
 }
 
 // BenchmarkUpdateCommitFilledTree is BenchmarkUpdateCommit in a group
@@ -125,39 +125,7 @@ func BenchmarkUpdateCommit(b *testing.B) {
 // the steady state of a group that has lived a while, where a path is
 // encrypted to one node per level instead of to every member.
 func BenchmarkUpdateCommitFilledTree(b *testing.B) {
-	for _, n := range benchSizes {
-		b.Run(fmt.Sprint("members=", n), func(b *testing.B) {
-			g := filledGroupOfSize(b, n)
-			opts := CommitOptions{ForcePath: true}
-			b.Run("create", func(b *testing.B) {
-				for b.Loop() {
-					if _, err := g.alice.g.Commit(opts); err != nil {
-						b.Fatal(err)
-					}
-					g.alice.g.DiscardPendingCommit()
-				}
-			})
-			pc, err := g.alice.g.Commit(opts)
-			if err != nil {
-				b.Fatal(err)
-			}
-			g.alice.g.DiscardPendingCommit()
-			b.Run("process", func(b *testing.B) {
-				for b.Loop() {
-					b.StopTimer()
-					bob, err := UnmarshalState(g.bobState, Config{})
-					if err != nil {
-						b.Fatal(err)
-					}
-					bob.tree.rootHash()
-					b.StartTimer()
-					if _, err := bob.Process(pc.Message); err != nil {
-						b.Fatal(err)
-					}
-				}
-			})
-		})
-	}
+	benchCommit(b, filledGroupOfSize, CommitOptions{ForcePath: true})
 }
 
 var filledGroups struct {
