@@ -34,12 +34,13 @@ type Config struct {
 	Ratchet RatchetConfig
 	// PSKs looks up pre-shared keys this client holds; nil means none.
 	PSKs PSKStore
-	// ResumptionHistory is how many past epochs' resumption PSKs to keep;
-	// 0 means DefaultResumptionHistory.
+	// ResumptionHistory is how many past epochs' resumption PSKs to keep,
+	// at most MaxResumptionHistory; 0 means DefaultResumptionHistory.
 	ResumptionHistory int
 	// PastEpochs is how many past epochs' decryption keys to keep for late
-	// application messages; 0 means DefaultPastEpochs, a negative value
-	// keeps none (a message of a past epoch is then ErrEpochExpired).
+	// application messages, at most MaxPastEpochs; 0 means
+	// DefaultPastEpochs, a negative value keeps none (a message of a past
+	// epoch is then ErrEpochExpired).
 	PastEpochs int
 	// ValidateCredential, when set, is called for every credential that
 	// enters the group (KeyPackages of Adds, Updates, Commit paths, the
@@ -64,7 +65,7 @@ func (c *Config) resumptionHistory() int {
 	if c.ResumptionHistory <= 0 {
 		return DefaultResumptionHistory
 	}
-	return c.ResumptionHistory
+	return min(c.ResumptionHistory, MaxResumptionHistory)
 }
 
 func (c *Config) pastEpochs() int {
@@ -74,7 +75,7 @@ func (c *Config) pastEpochs() int {
 	case c.PastEpochs == 0:
 		return DefaultPastEpochs
 	}
-	return c.PastEpochs
+	return min(c.PastEpochs, MaxPastEpochs)
 }
 
 // PSKStore gives a group the pre-shared keys its client holds. It is

@@ -109,10 +109,10 @@ func UnmarshalState(data []byte, cfg Config) (*Group, error) {
 	g.pendingUpdates = codec.ReadList(r, MaxDataSize, MaxProposals, func(r *codec.Reader) nodeKey {
 		return nodeKey{priv: r.Opaque(MaxKeySize), pub: r.Opaque(MaxKeySize)}
 	})
-	g.resumption = codec.ReadList(r, MaxDataSize, 1<<16, func(r *codec.Reader) resumptionPSK {
+	g.resumption = codec.ReadList(r, MaxDataSize, MaxResumptionHistory, func(r *codec.Reader) resumptionPSK {
 		return resumptionPSK{epoch: r.Uint64(), secret: r.Opaque(MaxKeySize)}
 	})
-	g.past = codec.ReadList(r, MaxDataSize, 1<<10, func(r *codec.Reader) *pastEpoch {
+	g.past = codec.ReadList(r, MaxDataSize, MaxPastEpochs, func(r *codec.Reader) *pastEpoch {
 		p := &pastEpoch{epoch: r.Uint64(), ctxBytes: r.Opaque(MaxDataSize)}
 		p.sigKeys = codec.ReadList(r, MaxDataSize, MaxLeaves, func(r *codec.Reader) []byte {
 			if k := r.Opaque(MaxKeySize); len(k) > 0 {
