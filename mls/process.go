@@ -64,11 +64,16 @@ type CommitResult struct {
 // next epoch. Application messages of the past epochs the group keeps
 // (Config.PastEpochs) are decrypted too.
 //
-// On any error the group stays in its epoch with its state unchanged,
-// except that a PrivateMessage's key is spent once its sender's signature
-// verified (and keys of skipped generations may be kept). The errors a
-// caller branches on are listed in errors.go: ErrFutureEpoch (keep the
-// message for later), ErrStaleCommit, ErrReplay, ErrOwnMessage, …
+// On any error the group is unchanged, the ratchets of PrivateMessages
+// included: a message's key is spent, and the keys of generations it
+// skipped are kept, only once the message is authenticated and accepted.
+// The errors a caller branches on are listed in errors.go: ErrFutureEpoch
+// (keep the message for later), ErrStaleCommit, ErrReplay, ErrOwnMessage,
+// …
+//
+// After a successful Process (and Encrypt, Propose, Commit) the group's
+// persisted state is out of date: save it again before acknowledging the
+// message.
 func (g *Group) Process(m *MLSMessage) (*Received, error) {
 	if g.joining {
 		return nil, fmt.Errorf("%w: external join not merged yet", ErrWrongEpoch)
