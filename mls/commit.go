@@ -20,20 +20,25 @@ type resolvedProposal struct {
 	successor bool
 }
 
-// SkippedProposal is a cached proposal a Commit left out because it was
-// not valid, alone or together with the rest of the list (RFC 9420 §12.2).
-type SkippedProposal struct {
+// ProposalEntry is a proposal with its sender and reference: a proposal
+// cached for a Commit, or one a Commit applied (Ref is nil for a proposal
+// the Commit carried by value).
+type ProposalEntry struct {
 	Ref      []byte
 	Sender   Sender
 	Proposal Proposal
-	Reason   error
 }
 
-// CommittedProposal is a proposal a Commit applied.
-type CommittedProposal struct {
-	Ref      []byte // nil for a proposal sent by value in the Commit
-	Sender   Sender
-	Proposal Proposal
+func (p ProposalEntry) clone() ProposalEntry {
+	p.Ref = clone(p.Ref)
+	return p
+}
+
+// SkippedProposal is a cached proposal a Commit left out because it was
+// not valid, alone or together with the rest of the list (RFC 9420 §12.2).
+type SkippedProposal struct {
+	ProposalEntry
+	Reason error
 }
 
 // appliedProposals is the outcome of applying a proposal list to a copy
@@ -56,12 +61,16 @@ type appliedProposals struct {
 	hasExternalRemove bool
 }
 
-func (a *appliedProposals) committed() []CommittedProposal {
-	out := make([]CommittedProposal, len(a.list))
+func (a *appliedProposals) committed() []ProposalEntry {
+	out := make([]ProposalEntry, len(a.list))
 	for i, rp := range a.list {
-		out[i] = CommittedProposal{Ref: clone(rp.ref), Sender: rp.sender, Proposal: rp.proposal}
+		out[i] = rp.entry()
 	}
 	return out
+}
+
+func (rp *resolvedProposal) entry() ProposalEntry {
+	return ProposalEntry{Ref: clone(rp.ref), Sender: rp.sender, Proposal: rp.proposal}
 }
 
 func (a *appliedProposals) removedLeaves() []LeafIndex {
@@ -88,14 +97,14 @@ func (g *Group) resolveProposals(c *Commit, committer Sender) ([]resolvedProposa
 		if cp == nil {
 			return nil, ErrUnknownProposal
 		}
-		out = append(out, resolvedProposal{proposal: cp.proposal, sender: cp.sender, ref: cp.ref})
+		out = append(out, resolvedProposal{proposal: cp.Proposal, sender: cp.Sender, ref: cp.Ref})
 	}
 	return out, nil
 }
 
-func (g *Group) cachedProposal(ref []byte) *cachedProposal {
+func (g *Group) cachedProposal(ref []byte) *ProposalEntry {
 	for i := range g.proposals {
-		if bytes.Equal(g.proposals[i].ref, ref) {
+		if bytes.Equal(g.proposals[i].Ref, ref) {
 			return &g.proposals[i]
 		}
 	}
@@ -119,8 +128,7 @@ func (f *proposalFilter) drop(i int, err error) error {
 	}
 	if !f.dropped[i] {
 		f.dropped[i] = true
-		rp := f.list[i]
-		f.skipped = append(f.skipped, SkippedProposal{Ref: clone(rp.ref), Sender: rp.sender, Proposal: rp.proposal, Reason: err})
+		f.skipped = append(f.skipped, SkippedProposal{ProposalEntry: f.list[i].entry(), Reason: err})
 	}
 	return nil
 }

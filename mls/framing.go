@@ -30,25 +30,37 @@ const reuseGuardSize = 4
 // framedContentTBS encodes FramedContentTBS; groupContext (encoded) is
 // included for member and new_member_commit senders.
 func framedContentTBS(wf WireFormat, c *FramedContent, groupContext []byte) []byte {
-	var b codec.Builder
+	b := codec.NewBuilder(tbsSize(c, groupContext))
+	writeFramedContentTBS(b, wf, c, groupContext)
+	return b.Bytes()
+}
+
+func writeFramedContentTBS(b *codec.Builder, wf WireFormat, c *FramedContent, groupContext []byte) {
 	b.AddUint16(uint16(MLS10))
 	b.AddUint16(uint16(wf))
-	c.MarshalTLS(&b)
+	c.MarshalTLS(b)
 	if c.Sender.Type == SenderTypeMember || c.Sender.Type == SenderTypeNewMemberCommit {
 		b.AddBytes(groupContext)
 	}
-	return b.Bytes()
+}
+
+// tbsSize estimates the size of a FramedContentTBS, to allocate its buffer
+// once: exact for application data, a start for the rest.
+func tbsSize(c *FramedContent, groupContext []byte) int {
+	return 64 + len(c.GroupID) + len(c.AuthenticatedData) + len(c.ApplicationData) + len(groupContext)
 }
 
 // signContent returns the FramedContentAuthData signature of c.
 func signContent(signer cipher.Signer, wf WireFormat, c *FramedContent, groupContext []byte) ([]byte, error) {
-	return cipher.SignWithLabel(signer, labelFramedContentTBS, framedContentTBS(wf, c, groupContext))
+	return cipher.SignWithLabelFunc(signer, labelFramedContentTBS, tbsSize(c, groupContext), func(b *codec.Builder) {
+		writeFramedContentTBS(b, wf, c, groupContext)
+	})
 }
 
 // verifyContent checks the signature of an AuthenticatedContent under pub.
 func verifyContent(s cipher.Suite, pub []byte, ac *AuthenticatedContent, groupContext []byte) error {
-	tbs := framedContentTBS(ac.WireFormat, &ac.Content, groupContext)
-	if err := cipher.VerifyWithLabel(s, pub, labelFramedContentTBS, tbs, ac.Auth.Signature); err != nil {
+	write := func(b *codec.Builder) { writeFramedContentTBS(b, ac.WireFormat, &ac.Content, groupContext) }
+	if err := cipher.VerifyWithLabelFunc(s, pub, labelFramedContentTBS, tbsSize(&ac.Content, groupContext), write, ac.Auth.Signature); err != nil {
 		return fmt.Errorf("%w: content of %v sender: %v", ErrBadSignature, ac.Content.Sender.Type, err)
 	}
 	return nil
@@ -159,9 +171,11 @@ func toPrivate(s cipher.Suite, st *secretTree, senderDataSecret []byte, ac *Auth
 		ContentType:       c.ContentType,
 		AuthenticatedData: c.AuthenticatedData,
 	}
-	var pt codec.Builder
-	c.marshalBody(&pt)
-	ac.Auth.marshal(&pt, c.ContentType)
+	// The plaintext is built with room for the AEAD tag and sealed in
+	// place, so the ciphertext overwrites it.
+	pt := codec.NewBuilder(len(c.ApplicationData) + len(ac.Auth.Signature) + padding + 64)
+	c.marshalBody(pt)
+	ac.Auth.marshal(pt, c.ContentType)
 	pt.AddBytes(make([]byte, padding))
 
 	sd := senderData{leaf: LeafIndex(c.Sender.Index)}
@@ -178,8 +192,11 @@ func toPrivate(s cipher.Suite, st *secretTree, senderDataSecret []byte, ac *Auth
 	if err != nil {
 		return nil, err
 	}
-	m.Ciphertext = aead.Seal(nil, applyGuard(kn.nonce, sd.reuseGuard), pt.Bytes(), privateContentAAD(m))
-	wipe(pt.Bytes())
+	plain := pt.Bytes()
+	m.Ciphertext = aead.Seal(plain[:0], applyGuard(kn.nonce, sd.reuseGuard), plain, privateContentAAD(m))
+	if cap(plain) < len(m.Ciphertext) {
+		wipe(plain) // sealed into a new buffer after all
+	}
 
 	sdk := senderDataKeyNonce(s, senderDataSecret, m.Ciphertext)
 	defer sdk.wipe()
@@ -191,14 +208,13 @@ func toPrivate(s cipher.Suite, st *secretTree, senderDataSecret []byte, ac *Auth
 	return m, nil
 }
 
-// decrypted is the result of decrypting a PrivateMessage. The key that
-// decrypted it is deleted by consume, which the caller calls once the
-// content's signature has verified.
+// decrypted is the result of decrypting a PrivateMessage. The ratchet
+// moves (and the key that decrypted it is deleted) by consume, which the
+// caller calls once the content's signature has verified; otherwise it
+// calls discard and nothing changed.
 type decrypted struct {
 	content *AuthenticatedContent
-	leaf    LeafIndex
-	kind    ratchetKind
-	gen     uint32
+	adv     *advance
 }
 
 // openSenderData decrypts a PrivateMessage's sender data.
@@ -226,20 +242,20 @@ func openSenderData(s cipher.Suite, senderDataSecret []byte, m *PrivateMessage) 
 // openContent decrypts a PrivateMessage's content with the key of its
 // sender data's generation. The signature is the caller's to check.
 func openContent(s cipher.Suite, st *secretTree, sd senderData, m *PrivateMessage) (*decrypted, error) {
-	kind := kindOf(m.ContentType)
-	kn, err := st.get(sd.leaf, kind, sd.generation)
+	kn, adv, err := st.get(sd.leaf, kindOf(m.ContentType), sd.generation)
 	if err != nil {
 		return nil, err
 	}
 	aead, err := s.NewAEAD(kn.key)
 	if err != nil {
+		adv.discard()
 		return nil, err
 	}
 	pt, err := aead.Open(nil, applyGuard(kn.nonce, sd.reuseGuard), m.Ciphertext, privateContentAAD(m))
 	if err != nil {
+		adv.discard()
 		return nil, fmt.Errorf("%w: content", ErrDecrypt)
 	}
-	defer wipe(pt)
 	ac := &AuthenticatedContent{
 		WireFormat: WireFormatPrivateMessage,
 		Content: FramedContent{
@@ -251,17 +267,26 @@ func openContent(s cipher.Suite, st *secretTree, sd senderData, m *PrivateMessag
 		},
 	}
 	r := codec.NewReader(pt)
-	ac.Content.readBody(r)
+	if m.ContentType == ContentTypeApplication {
+		// The application data stays in the buffer it was decrypted into,
+		// which is handed to the caller; no copy to wipe.
+		ac.Content.ApplicationData = r.OpaqueNoCopy(MaxDataSize)
+	} else {
+		defer wipe(pt)
+		ac.Content.readBody(r)
+	}
 	ac.Auth.read(r, m.ContentType)
 	if err := r.Err(); err != nil {
+		adv.discard()
 		return nil, fmt.Errorf("%w: PrivateMessageContent: %w", ErrMalformed, err)
 	}
 	for _, p := range pt[len(pt)-r.Remaining():] {
 		if p != 0 {
+			adv.discard()
 			return nil, fmt.Errorf("%w: non-zero padding", ErrMalformed)
 		}
 	}
-	return &decrypted{content: ac, leaf: sd.leaf, kind: kind, gen: sd.generation}, nil
+	return &decrypted{content: ac, adv: adv}, nil
 }
 
 // fromPrivate decrypts a PrivateMessage. leafOK reports whether a leaf
@@ -277,4 +302,9 @@ func fromPrivate(s cipher.Suite, st *secretTree, senderDataSecret []byte, m *Pri
 	return openContent(s, st, sd, m)
 }
 
-func (d *decrypted) consume(st *secretTree) { st.consume(d.leaf, d.kind, d.gen) }
+// consume spends the message's key, once its content is authenticated.
+func (d *decrypted) consume(st *secretTree) { st.consume(d.adv) }
+
+// discard drops a message that was not accepted: the ratchet stays as it
+// was.
+func (d *decrypted) discard() { d.adv.discard() }

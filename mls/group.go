@@ -34,12 +34,13 @@ type Config struct {
 	Ratchet RatchetConfig
 	// PSKs looks up pre-shared keys this client holds; nil means none.
 	PSKs PSKStore
-	// ResumptionHistory is how many past epochs' resumption PSKs to keep;
-	// 0 means DefaultResumptionHistory.
+	// ResumptionHistory is how many past epochs' resumption PSKs to keep,
+	// at most MaxResumptionHistory; 0 means DefaultResumptionHistory.
 	ResumptionHistory int
 	// PastEpochs is how many past epochs' decryption keys to keep for late
-	// application messages; 0 means DefaultPastEpochs, a negative value
-	// keeps none (a message of a past epoch is then ErrEpochExpired).
+	// application messages, at most MaxPastEpochs; 0 means
+	// DefaultPastEpochs, a negative value keeps none (a message of a past
+	// epoch is then ErrEpochExpired).
 	PastEpochs int
 	// ValidateCredential, when set, is called for every credential that
 	// enters the group (KeyPackages of Adds, Updates, Commit paths, the
@@ -64,7 +65,7 @@ func (c *Config) resumptionHistory() int {
 	if c.ResumptionHistory <= 0 {
 		return DefaultResumptionHistory
 	}
-	return c.ResumptionHistory
+	return min(c.ResumptionHistory, MaxResumptionHistory)
 }
 
 func (c *Config) pastEpochs() int {
@@ -74,7 +75,7 @@ func (c *Config) pastEpochs() int {
 	case c.PastEpochs == 0:
 		return DefaultPastEpochs
 	}
-	return c.PastEpochs
+	return min(c.PastEpochs, MaxPastEpochs)
 }
 
 // PSKStore gives a group the pre-shared keys its client holds. It is
@@ -119,14 +120,6 @@ func (e *epochState) setContext(ctx GroupContext) {
 	e.ctxBytes = codec.Marshal(&ctx)
 }
 
-// cachedProposal is a proposal received or sent in the current epoch,
-// kept for Commits that name it by reference.
-type cachedProposal struct {
-	ref      []byte
-	proposal Proposal
-	sender   Sender
-}
-
 // pastEpoch is what a group keeps of an epoch it has left: exactly what
 // decrypting and authenticating a late PrivateMessage of that epoch takes.
 type pastEpoch struct {
@@ -153,7 +146,7 @@ type Group struct {
 	signer cipher.Signer
 
 	epochState
-	proposals      []cachedProposal
+	proposals      []ProposalEntry // received or sent this epoch, for Commits that name them
 	pendingUpdates []nodeKey       // leaf keys of this member's Update proposals this epoch
 	resumption     []resumptionPSK // newest last
 	past           []*pastEpoch    // oldest first, at most cfg.pastEpochs()
@@ -252,19 +245,13 @@ func (g *Group) Member(l LeafIndex) (Member, bool) {
 	return memberOf(l, n), true
 }
 
-// CachedProposal is a proposal of the current epoch that a Commit may name
-// by reference: received from another member or sent by this one.
-type CachedProposal struct {
-	Ref      []byte
-	Sender   Sender
-	Proposal Proposal
-}
-
-// Proposals lists the cached proposals of the current epoch, oldest first.
-func (g *Group) Proposals() []CachedProposal {
-	out := make([]CachedProposal, len(g.proposals))
+// Proposals lists the proposals of the current epoch that a Commit may
+// name by reference — received from other members or sent by this one —
+// oldest first.
+func (g *Group) Proposals() []ProposalEntry {
+	out := make([]ProposalEntry, len(g.proposals))
 	for i, p := range g.proposals {
-		out[i] = CachedProposal{Ref: clone(p.ref), Sender: p.sender, Proposal: p.proposal}
+		out[i] = p.clone()
 	}
 	return out
 }
@@ -274,7 +261,7 @@ func (g *Group) Proposals() []CachedProposal {
 // ErrUnknownProposal. It reports whether the proposal was cached.
 func (g *Group) DropProposal(ref []byte) bool {
 	for i, p := range g.proposals {
-		if bytes.Equal(p.ref, ref) {
+		if bytes.Equal(p.Ref, ref) {
 			g.proposals = append(g.proposals[:i:i], g.proposals[i+1:]...)
 			return true
 		}

@@ -367,6 +367,7 @@ func TestExternalJoin(t *testing.T) {
 			if _, err := g.Encrypt([]byte("too early"), nil, 0); !errors.Is(err, ErrWrongEpoch) {
 				t.Fatalf("encrypt before the merge: err = %v", err)
 			}
+			g = restore(t, g, Config{}) // the joiner's state persists while its Commit is pending
 			for _, r := range deliver(t, pc.Message, alice, bob) {
 				if r.Commit == nil || len(r.Commit.Added) != 1 || r.Sender.Type != SenderTypeNewMemberCommit {
 					t.Fatalf("external commit result %+v", r.Commit)

@@ -36,6 +36,12 @@ const (
 	MaxPathLength = 32
 	// MaxWelcomeSecrets bounds the new members one Welcome addresses.
 	MaxWelcomeSecrets = MaxLeaves
+	// MaxPastEpochs bounds Config.PastEpochs, and the past epochs a
+	// persisted group state may hold.
+	MaxPastEpochs = 1 << 10
+	// MaxResumptionHistory bounds Config.ResumptionHistory, and the
+	// resumption PSKs a persisted group state may hold.
+	MaxResumptionHistory = 1 << 16
 )
 
 // maxNodes bounds the entries of a ratchet tree.

@@ -40,6 +40,7 @@ func runPassiveClient(t *testing.T, file string, now time.Time) {
 	tally := testvec.NewTally(t, file)
 	for i, c := range cases {
 		tally.Case(t, c.CipherSuite, fmt.Sprintf("%d/suite=0x%04x/epochs=%d", i, c.CipherSuite, len(c.Epochs)), func(t *testing.T) {
+			raceSample(t, c.CipherSuite, i)
 			s := suiteOrSkip(t, c.CipherSuite)
 			kpm, err := DecodeMLSMessage(c.KeyPackage)
 			if err != nil || kpm.KeyPackage == nil {

@@ -61,6 +61,18 @@ type PendingCommit struct {
 	byValue []Proposal // to hand back for a retry if the commit loses
 }
 
+// RatchetTree returns the public ratchet tree of the epoch the Commit
+// begins, for joiners that do not get it in the Welcome.
+func (pc *PendingCommit) RatchetTree() RatchetTree {
+	if pc.next == nil {
+		return nil
+	}
+	return pc.next.tree.export()
+}
+
+// Epoch returns the epoch the Commit was made in; it begins the next one.
+func (pc *PendingCommit) Epoch() uint64 { return pc.epoch }
+
 // PendingCommit returns this member's Commit that awaits confirmation, or
 // nil.
 func (g *Group) PendingCommit() *PendingCommit { return g.pending }
@@ -144,11 +156,11 @@ func (g *Group) commit(opts CommitOptions) (*PendingCommit, error) {
 			if cp == nil {
 				return nil, ErrUnknownProposal
 			}
-			list = append(list, resolvedProposal{proposal: cp.proposal, sender: cp.sender, ref: cp.ref})
+			list = append(list, resolvedProposal{proposal: cp.Proposal, sender: cp.Sender, ref: cp.Ref})
 		}
 	case !opts.SkipCached:
 		for _, cp := range g.proposals {
-			list = append(list, resolvedProposal{proposal: cp.proposal, sender: cp.sender, ref: cp.ref, optional: true})
+			list = append(list, resolvedProposal{proposal: cp.Proposal, sender: cp.Sender, ref: cp.Ref, optional: true})
 		}
 	}
 	for _, p := range opts.Proposals {

@@ -35,7 +35,7 @@ type CommitResult struct {
 	Committer Sender
 	// Proposals lists every proposal the Commit applied, in its order,
 	// with the reference of those committed by reference.
-	Proposals []CommittedProposal
+	Proposals []ProposalEntry
 	Added     []LeafIndex // leaves of members added
 	Removed   []Member    // members removed, as they were before
 	// RemovedSelf is set when the Commit removed this member: the group
@@ -64,11 +64,16 @@ type CommitResult struct {
 // next epoch. Application messages of the past epochs the group keeps
 // (Config.PastEpochs) are decrypted too.
 //
-// On any error the group stays in its epoch with its state unchanged,
-// except that a PrivateMessage's key is spent once its sender's signature
-// verified (and keys of skipped generations may be kept). The errors a
-// caller branches on are listed in errors.go: ErrFutureEpoch (keep the
-// message for later), ErrStaleCommit, ErrReplay, ErrOwnMessage, …
+// On any error the group is unchanged, the ratchets of PrivateMessages
+// included: a message's key is spent, and the keys of generations it
+// skipped are kept, only once the message is authenticated and accepted.
+// The errors a caller branches on are listed in errors.go: ErrFutureEpoch
+// (keep the message for later), ErrStaleCommit, ErrReplay, ErrOwnMessage,
+// …
+//
+// After a successful Process (and Encrypt, Propose, Commit) the group's
+// persisted state is out of date: save it again before acknowledging the
+// message.
 func (g *Group) Process(m *MLSMessage) (*Received, error) {
 	if g.joining {
 		return nil, fmt.Errorf("%w: external join not merged yet", ErrWrongEpoch)
@@ -177,7 +182,7 @@ func (g *Group) processPublic(pm *PublicMessage) (*Received, error) {
 	if err := verifyContent(g.suite, key, ac, g.ctxBytes); err != nil {
 		return nil, err
 	}
-	return g.apply(ac)
+	return g.apply(ac, nil)
 }
 
 // epochKeys is what decrypting and authenticating a PrivateMessage of one
@@ -244,12 +249,24 @@ func (g *Group) processPrivate(pm *PrivateMessage) (*Received, error) {
 		return nil, err
 	}
 	if err := verifyContent(g.suite, key, dec.content, k.ctxBytes); err != nil {
+		dec.discard()
 		return nil, err
 	}
-	// Only now is the key spent: a forgery by another member who can
-	// derive the same key cannot burn it.
-	dec.consume(k.secretTree)
-	return g.apply(dec.content)
+	if pm.Epoch != g.ctx.Epoch {
+		// A late application message of a kept past epoch.
+		dec.consume(k.secretTree)
+		return g.received(dec.content), nil
+	}
+	// The key is spent only once the content is accepted: a forgery by
+	// another member who can derive the same key cannot burn it, and an
+	// invalid proposal or commit leaves the group unchanged, its ratchet
+	// included.
+	r, err := g.apply(dec.content, func() { dec.consume(k.secretTree) })
+	if err != nil {
+		dec.discard()
+		return nil, err
+	}
+	return r, nil
 }
 
 // classifyPastCommit tells a replayed PrivateMessage Commit of a past
@@ -274,28 +291,35 @@ func (g *Group) classifyPastCommit(pm *PrivateMessage, stale error) error {
 	return stale
 }
 
-// apply acts on authenticated content of the current epoch (or, for
-// application data, of a kept past one).
-func (g *Group) apply(ac *AuthenticatedContent) (*Received, error) {
+// apply acts on authenticated content of the current epoch. accept, when
+// set, is called once the content is found valid, before the group
+// changes.
+func (g *Group) apply(ac *AuthenticatedContent, accept func()) (*Received, error) {
+	if accept == nil {
+		accept = func() {}
+	}
 	c := &ac.Content
-	r := &Received{Sender: c.Sender, ContentType: c.ContentType, Epoch: c.Epoch, AuthenticatedData: c.AuthenticatedData}
+	r := g.received(ac)
 	switch c.ContentType {
 	case ContentTypeApplication:
-		r.ApplicationData = c.ApplicationData
+		accept()
 	case ContentTypeProposal:
 		ref := cipher.MakeProposalRef(g.suite, codec.Marshal(ac))
 		if g.cachedProposal(ref) != nil {
 			return nil, fmt.Errorf("%w: proposal already cached", ErrReplay)
 		}
-		if err := g.cacheProposal(ref, ac); err != nil {
-			return nil, err
+		if len(g.proposals) >= MaxProposals {
+			return nil, fmt.Errorf("%w: too many proposals in one epoch", ErrInvalidProposal)
 		}
+		accept()
+		_ = g.cacheProposal(ref, ac)
 		r.Proposal, r.ProposalRef = c.Proposal, ref
 	case ContentTypeCommit:
 		next, res, err := g.processCommit(ac)
 		if err != nil {
 			return nil, err
 		}
+		accept()
 		res.Retry = g.ownUnapplied(res.Proposals)
 		if g.pending != nil {
 			res.PendingDiscarded = true
@@ -310,6 +334,16 @@ func (g *Group) apply(ac *AuthenticatedContent) (*Received, error) {
 		r.Commit = res
 	}
 	return r, nil
+}
+
+// received is the part of Received every content type has, and the
+// application data.
+func (g *Group) received(ac *AuthenticatedContent) *Received {
+	c := &ac.Content
+	return &Received{
+		Sender: c.Sender, ContentType: c.ContentType, Epoch: c.Epoch, AuthenticatedData: c.AuthenticatedData,
+		ApplicationData: c.ApplicationData,
+	}
 }
 
 // senderKey returns the signature key that must have signed content c
@@ -364,28 +398,28 @@ func (g *Group) cacheProposal(ref []byte, ac *AuthenticatedContent) error {
 	if len(g.proposals) >= MaxProposals {
 		return fmt.Errorf("%w: too many proposals in one epoch", ErrInvalidProposal)
 	}
-	g.proposals = append(g.proposals, cachedProposal{ref: ref, proposal: ac.Content.Proposal, sender: ac.Content.Sender})
+	g.proposals = append(g.proposals, ProposalEntry{Ref: ref, Proposal: ac.Content.Proposal, Sender: ac.Content.Sender})
 	return nil
 }
 
 // ownUnapplied returns this member's cached proposals, Updates aside, that
 // a Commit applying committed did not include.
-func (g *Group) ownUnapplied(committed []CommittedProposal) []Proposal {
+func (g *Group) ownUnapplied(committed []ProposalEntry) []Proposal {
 	me := Sender{Type: SenderTypeMember, Index: uint32(g.priv.leaf)}
 	var out []Proposal
 	for _, cp := range g.proposals {
-		if cp.sender != me || cp.proposal.ProposalType() == ProposalTypeUpdate {
+		if cp.Sender != me || cp.Proposal.ProposalType() == ProposalTypeUpdate {
 			continue
 		}
 		found := false
 		for _, c := range committed {
-			if bytes.Equal(c.Ref, cp.ref) {
+			if bytes.Equal(c.Ref, cp.Ref) {
 				found = true
 				break
 			}
 		}
 		if !found {
-			out = append(out, cp.proposal)
+			out = append(out, cp.Proposal)
 		}
 	}
 	return out
@@ -395,7 +429,9 @@ func (g *Group) ownUnapplied(committed []CommittedProposal) []Proposal {
 // decrypts late PrivateMessages is kept (Config.PastEpochs); the rest of
 // its secrets is deleted.
 func (g *Group) advance(next *epochState) {
-	if n := g.cfg.pastEpochs(); n > 0 {
+	// A group that joins by external Commit had no keys in the epoch it
+	// leaves: nothing to keep.
+	if n := g.cfg.pastEpochs(); n > 0 && !g.joining {
 		g.past = append(g.past, &pastEpoch{
 			epoch: g.ctx.Epoch, ctxBytes: g.ctxBytes, sigKeys: g.tree.signatureKeys(),
 			senderData: g.secrets.senderData, secretTree: g.secretTree, endTag: clone(next.confirmationTag),

@@ -36,6 +36,7 @@ func TestVectorTreeValidation(t *testing.T) {
 	tally := testvec.NewTally(t, "tree-validation.json")
 	for i, c := range cases {
 		tally.Case(t, c.CipherSuite, fmt.Sprintf("%d/suite=0x%04x", i, c.CipherSuite), func(t *testing.T) {
+			raceSample(t, c.CipherSuite, i)
 			s := suiteOrSkip(t, c.CipherSuite)
 			tree := importTree(t, s, c.Tree)
 			if len(tree.nodes) != len(c.TreeHashes) {

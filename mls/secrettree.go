@@ -105,14 +105,25 @@ func newSecretTree(s cipher.Suite, cfg RatchetConfig, encryptionSecret []byte, n
 	return t
 }
 
-// ratchet returns leaf's ratchet of the given kind, deriving the leaf's
-// ratchets from the tree on first use.
-func (t *secretTree) ratchet(leaf treemath.LeafIndex, kind ratchetKind) (*hashRatchet, error) {
+// leafDerivation is the first derivation of a sender's ratchets from the
+// tree: the ratchets, and the node secrets that become known (the copath
+// siblings) or are consumed (the path) on the way down from the nearest
+// known ancestor.
+type leafDerivation struct {
+	ratchets [2]hashRatchet
+	set      []nodeSecret
+	clear    []treemath.NodeIndex
+}
+
+type nodeSecret struct {
+	node   treemath.NodeIndex
+	secret []byte
+}
+
+// deriveLeaf derives leaf's ratchets without changing the tree.
+func (t *secretTree) deriveLeaf(leaf treemath.LeafIndex) (*leafDerivation, error) {
 	if uint32(leaf) >= t.nLeaves {
-		return nil, fmt.Errorf("mls: leaf %d outside a secret tree of %d leaves", leaf, t.nLeaves)
-	}
-	if r := t.senders[leaf]; r != nil {
-		return &r[kind], nil
+		return nil, fmt.Errorf("%w: leaf %d outside a secret tree of %d leaves", ErrNotMember, leaf, t.nLeaves)
 	}
 	// Find the nearest ancestor whose secret is still known.
 	x := leaf.Node()
@@ -124,35 +135,86 @@ func (t *secretTree) ratchet(leaf treemath.LeafIndex, kind ratchetKind) (*hashRa
 		x = treemath.Parent(x)
 		path = append(path, x)
 	}
-	// Derive down to the leaf, consuming each parent on the way.
+	d := &leafDerivation{}
+	secret := t.nodes[x]
 	for i := len(path) - 1; i > 0; i-- {
-		p := path[i]
-		secret := t.nodes[p]
-		t.nodes[treemath.Left(p)] = expand(t.suite, secret, "tree", []byte("left"), t.suite.Nh())
-		t.nodes[treemath.Right(p)] = expand(t.suite, secret, "tree", []byte("right"), t.suite.Nh())
-		wipe(secret)
-		t.nodes[p] = nil
+		p, child := path[i], path[i-1]
+		left := expand(t.suite, secret, "tree", []byte("left"), t.suite.Nh())
+		right := expand(t.suite, secret, "tree", []byte("right"), t.suite.Nh())
+		if i < len(path)-1 {
+			wipe(secret) // a derived secret on the path, not the tree's
+		}
+		d.clear = append(d.clear, p)
+		if child == treemath.Left(p) {
+			secret = left
+			d.set = append(d.set, nodeSecret{treemath.Right(p), right})
+		} else {
+			secret = right
+			d.set = append(d.set, nodeSecret{treemath.Left(p), left})
+		}
 	}
-	secret := t.nodes[leaf.Node()]
-	r := &[2]hashRatchet{
+	d.clear = append(d.clear, leaf.Node())
+	d.ratchets = [2]hashRatchet{
 		{secret: expand(t.suite, secret, "handshake", nil, t.suite.Nh())},
 		{secret: expand(t.suite, secret, "application", nil, t.suite.Nh())},
 	}
-	wipe(secret)
-	t.nodes[leaf.Node()] = nil
+	if len(path) > 1 {
+		wipe(secret)
+	}
+	return d, nil
+}
+
+// applyLeaf records a leaf's first derivation, deleting the consumed node
+// secrets (RFC 9420 §9.2).
+func (t *secretTree) applyLeaf(leaf treemath.LeafIndex, d *leafDerivation) *[2]hashRatchet {
+	for _, x := range d.clear {
+		wipe(t.nodes[x])
+		t.nodes[x] = nil
+	}
+	for _, n := range d.set {
+		t.nodes[n.node] = n.secret
+	}
+	r := &d.ratchets
 	t.senders[leaf] = r
-	return &r[kind], nil
+	return r
+}
+
+func (d *leafDerivation) wipe() {
+	for _, n := range d.set {
+		wipe(n.secret)
+	}
+	for k := range d.ratchets {
+		wipe(d.ratchets[k].secret)
+	}
+}
+
+// ratchet returns leaf's ratchet of the given kind, deriving the leaf's
+// ratchets from the tree on first use.
+func (t *secretTree) ratchet(leaf treemath.LeafIndex, kind ratchetKind) (*hashRatchet, error) {
+	if r := t.senders[leaf]; r != nil {
+		return &r[kind], nil
+	}
+	d, err := t.deriveLeaf(leaf)
+	if err != nil {
+		return nil, err
+	}
+	return &t.applyLeaf(leaf, d)[kind], nil
+}
+
+// keyAt derives the key and nonce of generation gen from ratchet_secret_[gen].
+func (t *secretTree) keyAt(secret []byte, gen uint32) keyNonce {
+	s := t.suite
+	return keyNonce{
+		key:   deriveTree(s, secret, "key", gen, s.KeySize()),
+		nonce: deriveTree(s, secret, "nonce", gen, s.NonceSize()),
+	}
 }
 
 // step derives the key and nonce of generation r.next and advances the
 // ratchet, deleting the old ratchet secret.
 func (t *secretTree) step(r *hashRatchet) keyNonce {
-	s := t.suite
-	kn := keyNonce{
-		key:   deriveTree(s, r.secret, "key", r.next, s.KeySize()),
-		nonce: deriveTree(s, r.secret, "nonce", r.next, s.NonceSize()),
-	}
-	next := deriveTree(s, r.secret, "secret", r.next, s.Nh())
+	kn := t.keyAt(r.secret, r.next)
+	next := deriveTree(t.suite, r.secret, "secret", r.next, t.suite.Nh())
 	wipe(r.secret)
 	r.secret = next
 	r.next++
@@ -162,6 +224,9 @@ func (t *secretTree) step(r *hashRatchet) keyNonce {
 // next returns the key, nonce and generation for the next message leaf
 // sends. The key is not kept: each generation encrypts one message.
 func (t *secretTree) next(leaf treemath.LeafIndex, kind ratchetKind) (keyNonce, uint32, error) {
+	if uint32(leaf) >= t.nLeaves {
+		return keyNonce{}, 0, fmt.Errorf("mls: leaf %d outside a secret tree of %d leaves", leaf, t.nLeaves)
+	}
 	r, err := t.ratchet(leaf, kind)
 	if err != nil {
 		return keyNonce{}, 0, err
@@ -173,38 +238,137 @@ func (t *secretTree) next(leaf treemath.LeafIndex, kind ratchetKind) (keyNonce, 
 	return t.step(r), gen, nil
 }
 
-// get returns the key and nonce of generation gen of leaf's ratchet without
-// consuming them: the caller calls consume after the message decrypted, so a
-// forged message cannot burn the key of a genuine one. Moving forward keeps
-// the skipped generations' keys inside the out-of-order window.
-func (t *secretTree) get(leaf treemath.LeafIndex, kind ratchetKind, gen uint32) (keyNonce, error) {
-	r, err := t.ratchet(leaf, kind)
-	if err != nil {
-		return keyNonce{}, err
+// advance is how the ratchet of one sender moves when a received message
+// of generation gen is accepted. get computes it without changing the
+// tree; consume applies it once the message is authenticated, so that a
+// forged or rejected message changes nothing.
+type advance struct {
+	leaf treemath.LeafIndex
+	kind ratchetKind
+	gen  uint32
+	// stored is set when gen's key was kept from earlier (a late message).
+	stored bool
+	// fresh holds the sender's first ratchet derivation, when this is its
+	// first message in the epoch.
+	fresh *leafDerivation
+	// from is the ratchet's next generation before the message; skipped
+	// holds the keys of generations from..gen-1, to keep for late messages,
+	// and secret the ratchet secret of generation gen+1.
+	from    uint32
+	skipped []keyNonce
+	secret  []byte
+	key     keyNonce // gen's key, when not stored
+	done    bool
+}
+
+// get returns the key and nonce of generation gen of leaf's ratchet, and
+// the advance that consume applies after the message authenticated. It
+// changes nothing. A generation may be at most MaxForward ahead of the
+// newest one seen, and at most OutOfOrder behind it.
+func (t *secretTree) get(leaf treemath.LeafIndex, kind ratchetKind, gen uint32) (keyNonce, *advance, error) {
+	a := &advance{leaf: leaf, kind: kind, gen: gen}
+	var r *hashRatchet
+	if rs := t.senders[leaf]; rs != nil {
+		r = &rs[kind]
+	} else {
+		d, err := t.deriveLeaf(leaf)
+		if err != nil {
+			return keyNonce{}, nil, err
+		}
+		a.fresh = d
+		r = &d.ratchets[kind]
 	}
 	if gen < r.next {
 		if kn, ok := r.keys[gen]; ok {
-			return kn, nil
+			a.stored = true
+			return kn, a, nil
 		}
+		a.discard()
 		// Every generation inside the window that is not kept was used:
 		// keys are kept from the moment they are derived until consumed.
 		if r.next-1-gen <= t.cfg.outOfOrder() {
-			return keyNonce{}, ErrReplay
+			return keyNonce{}, nil, ErrReplay
 		}
-		return keyNonce{}, ErrGenerationTooOld
+		return keyNonce{}, nil, ErrGenerationTooOld
 	}
 	if gen-r.next > t.cfg.maxForward() || gen == ^uint32(0) {
-		return keyNonce{}, ErrGenerationTooNew
+		a.discard()
+		return keyNonce{}, nil, ErrGenerationTooNew
+	}
+	a.from = r.next
+	secret := r.secret
+	for g := r.next; ; g++ {
+		kn := t.keyAt(secret, g)
+		next := deriveTree(t.suite, secret, "secret", g, t.suite.Nh())
+		if g > r.next {
+			wipe(secret) // derived here, not the ratchet's own
+		}
+		secret = next
+		if g == gen {
+			a.key, a.secret = kn, secret
+			return kn, a, nil
+		}
+		// Only the keys that will fall inside the window are kept.
+		if gen-g <= t.cfg.outOfOrder() {
+			a.skipped = append(a.skipped, kn)
+		} else {
+			kn.wipe()
+			a.skipped = append(a.skipped, keyNonce{})
+		}
+	}
+}
+
+// consume applies an advance from get: the message's key is used up and
+// deleted, skipped generations' keys are kept inside the window.
+func (t *secretTree) consume(a *advance) {
+	if a.done {
+		return
+	}
+	a.done = true
+	rs := t.senders[a.leaf]
+	if rs == nil {
+		rs = t.applyLeaf(a.leaf, a.fresh)
+	} else if a.fresh != nil {
+		a.fresh.wipe() // another message derived the same ratchets first
+	}
+	r := &rs[a.kind]
+	if a.stored {
+		if kn, ok := r.keys[a.gen]; ok {
+			kn.wipe()
+			delete(r.keys, a.gen)
+		}
+		return
 	}
 	if r.keys == nil {
 		r.keys = map[uint32]keyNonce{}
 	}
-	for r.next <= gen {
-		g := r.next
-		r.keys[g] = t.step(r)
+	for i, kn := range a.skipped {
+		if kn.key != nil {
+			r.keys[a.from+uint32(i)] = kn
+		}
 	}
+	wipe(r.secret)
+	r.secret = a.secret
+	r.next = a.gen + 1
+	a.key.wipe()
 	t.prune(r)
-	return r.keys[gen], nil
+}
+
+// discard drops an advance that will not be applied, deleting the keys it
+// derived.
+func (a *advance) discard() {
+	if a == nil || a.done {
+		return
+	}
+	a.done = true
+	if a.fresh != nil {
+		a.fresh.wipe()
+	}
+	for _, kn := range a.skipped {
+		kn.wipe()
+	}
+	wipe(a.secret)
+	a.key.wipe()
 }
 
 // used reports, without changing anything, whether the key of generation
@@ -221,18 +385,6 @@ func (t *secretTree) used(leaf treemath.LeafIndex, kind ratchetKind, gen uint32)
 	}
 	_, kept := r.keys[gen]
 	return !kept && r.next-1-gen <= t.cfg.outOfOrder()
-}
-
-// consume deletes the key of generation gen after its one use.
-func (t *secretTree) consume(leaf treemath.LeafIndex, kind ratchetKind, gen uint32) {
-	r := t.senders[leaf]
-	if r == nil {
-		return
-	}
-	if kn, ok := r[kind].keys[gen]; ok {
-		kn.wipe()
-		delete(r[kind].keys, gen)
-	}
 }
 
 // prune deletes kept keys that fell out of the out-of-order window.

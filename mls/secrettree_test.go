@@ -40,11 +40,11 @@ func TestVectorSecretTree(t *testing.T) {
 			for leaf, gens := range c.Leaves {
 				for _, g := range gens {
 					l := treemath.LeafIndex(leaf)
-					hs, err := st.get(l, handshakeRatchet, g.Generation)
+					hs, ha, err := st.get(l, handshakeRatchet, g.Generation)
 					if err != nil {
 						t.Fatalf("leaf %d handshake generation %d: %v", leaf, g.Generation, err)
 					}
-					app, err := st.get(l, applicationRatchet, g.Generation)
+					app, aa, err := st.get(l, applicationRatchet, g.Generation)
 					if err != nil {
 						t.Fatalf("leaf %d application generation %d: %v", leaf, g.Generation, err)
 					}
@@ -53,6 +53,10 @@ func TestVectorSecretTree(t *testing.T) {
 					eq(t, field("handshake_nonce"), hs.nonce, g.HandshakeNonce)
 					eq(t, field("application_key"), app.key, g.ApplicationKey)
 					eq(t, field("application_nonce"), app.nonce, g.ApplicationNonce)
+					// As a receiver does: the next generation derives from
+					// the advanced ratchets.
+					st.consume(ha)
+					st.consume(aa)
 				}
 			}
 		})
@@ -63,25 +67,25 @@ func TestSecretTreeWindow(t *testing.T) {
 	s := suiteOrSkip(t, 1)
 	secret := make([]byte, s.Nh())
 	st := newSecretTree(s, RatchetConfig{MaxForward: 10, OutOfOrder: 3}, secret, 4)
-	if _, err := st.get(1, applicationRatchet, 11); !errors.Is(err, ErrGenerationTooNew) {
+	if _, _, err := st.get(1, applicationRatchet, 11); !errors.Is(err, ErrGenerationTooNew) {
 		t.Fatalf("jump of 11 > 10: err = %v", err)
 	}
-	k5, err := st.get(1, applicationRatchet, 5)
+	k5, a5, err := st.get(1, applicationRatchet, 5)
 	if err != nil {
 		t.Fatal(err)
 	}
 	key5 := clone(k5.key) // consume wipes the returned key
-	st.consume(1, applicationRatchet, 5)
-	if _, err := st.get(1, applicationRatchet, 5); !errors.Is(err, ErrReplay) || !st.used(1, applicationRatchet, 5) {
+	st.consume(a5)
+	if _, _, err := st.get(1, applicationRatchet, 5); !errors.Is(err, ErrReplay) || !st.used(1, applicationRatchet, 5) {
 		t.Fatalf("replay of a consumed generation: err = %v", err)
 	}
 	// 2, 3, 4 are inside the window of 3 below the newest (5); 1 is not.
 	for _, g := range []uint32{2, 3, 4} {
-		if _, err := st.get(1, applicationRatchet, g); err != nil {
+		if _, _, err := st.get(1, applicationRatchet, g); err != nil {
 			t.Fatalf("late generation %d: %v", g, err)
 		}
 	}
-	if _, err := st.get(1, applicationRatchet, 1); !errors.Is(err, ErrGenerationTooOld) {
+	if _, _, err := st.get(1, applicationRatchet, 1); !errors.Is(err, ErrGenerationTooOld) {
 		t.Fatalf("generation 1 beyond the window: err = %v", err)
 	}
 	// A sender ratchet yields the same keys as a receiver's.
@@ -97,9 +101,11 @@ func TestSecretTreeWindow(t *testing.T) {
 	}
 	// Other leaves are still derivable after leaf 1 consumed its path.
 	for l := treemath.LeafIndex(0); l < 4; l++ {
-		if _, err := st.get(l, handshakeRatchet, 0); err != nil {
+		_, a, err := st.get(l, handshakeRatchet, 0)
+		if err != nil {
 			t.Fatalf("leaf %d: %v", l, err)
 		}
+		st.consume(a)
 	}
 	for _, n := range st.nodes {
 		if n != nil {

@@ -35,7 +35,7 @@ const (
 //	opaque signature_private_key<V>;
 //	uint8 flags;                     // 1: external join unmerged, 2: removed
 //	EpochState current;
-//	CachedProposal proposals<V>;     // ref, Sender, Proposal
+//	ProposalEntry proposals<V>;      // ref (empty: by value), Sender, Proposal
 //	KeyPair pending_updates<V>;      // priv, pub
 //	ResumptionPSK resumption<V>;     // epoch, secret
 //	PastEpoch past<V>;
@@ -66,11 +66,7 @@ func (g *Group) MarshalState() []byte {
 	}
 	b.AddUint8(flags)
 	g.epochState.marshal(&b)
-	codec.AddList(&b, g.proposals, func(b *codec.Builder, p cachedProposal) {
-		b.AddOpaque(p.ref)
-		p.sender.MarshalTLS(b)
-		marshalProposal(b, p.proposal)
-	})
+	codec.AddList(&b, g.proposals, marshalEntry)
 	codec.AddList(&b, g.pendingUpdates, func(b *codec.Builder, k nodeKey) {
 		b.AddOpaque(k.priv)
 		b.AddOpaque(k.pub)
@@ -107,21 +103,16 @@ func UnmarshalState(data []byte, cfg Config) (*Group, error) {
 	signerKey := r.Opaque(MaxKeySize)
 	flags := r.Uint8()
 	g.joining, g.removed = flags&stateJoining != 0, flags&stateRemoved != 0
-	cur := readEpochState(r, s, cfg)
-	g.proposals = codec.ReadList(r, MaxDataSize, MaxProposals, func(r *codec.Reader) cachedProposal {
-		var p cachedProposal
-		p.ref = r.Opaque(MaxKeySize)
-		p.sender.UnmarshalTLS(r)
-		p.proposal = readProposal(r)
-		return p
-	})
+	// A joining group's own leaf is in the epoch it joins, not this one.
+	cur := readEpochState(r, s, cfg, !g.joining)
+	g.proposals = codec.ReadList(r, MaxDataSize, MaxProposals, readEntry)
 	g.pendingUpdates = codec.ReadList(r, MaxDataSize, MaxProposals, func(r *codec.Reader) nodeKey {
 		return nodeKey{priv: r.Opaque(MaxKeySize), pub: r.Opaque(MaxKeySize)}
 	})
-	g.resumption = codec.ReadList(r, MaxDataSize, 1<<16, func(r *codec.Reader) resumptionPSK {
+	g.resumption = codec.ReadList(r, MaxDataSize, MaxResumptionHistory, func(r *codec.Reader) resumptionPSK {
 		return resumptionPSK{epoch: r.Uint64(), secret: r.Opaque(MaxKeySize)}
 	})
-	g.past = codec.ReadList(r, MaxDataSize, 1<<10, func(r *codec.Reader) *pastEpoch {
+	g.past = codec.ReadList(r, MaxDataSize, MaxPastEpochs, func(r *codec.Reader) *pastEpoch {
 		p := &pastEpoch{epoch: r.Uint64(), ctxBytes: r.Opaque(MaxDataSize)}
 		p.sigKeys = codec.ReadList(r, MaxDataSize, MaxLeaves, func(r *codec.Reader) []byte {
 			if k := r.Opaque(MaxKeySize); len(k) > 0 {
@@ -167,6 +158,24 @@ func UnmarshalState(data []byte, cfg Config) (*Group, error) {
 	return g, nil
 }
 
+// marshalEntry writes a ProposalEntry: ref (empty for none), Sender,
+// Proposal.
+func marshalEntry(b *codec.Builder, p ProposalEntry) {
+	b.AddOpaque(p.Ref)
+	p.Sender.MarshalTLS(b)
+	marshalProposal(b, p.Proposal)
+}
+
+func readEntry(r *codec.Reader) ProposalEntry {
+	var p ProposalEntry
+	if ref := r.Opaque(MaxKeySize); len(ref) > 0 {
+		p.Ref = ref
+	}
+	p.Sender.UnmarshalTLS(r)
+	p.Proposal = readProposal(r)
+	return p
+}
+
 // marshal writes an EpochState (see MarshalState).
 func (e *epochState) marshal(b *codec.Builder) {
 	e.ctx.MarshalTLS(b)
@@ -185,7 +194,7 @@ type readEpoch struct {
 	err   error
 }
 
-func readEpochState(r *codec.Reader, s cipher.Suite, cfg Config) readEpoch {
+func readEpochState(r *codec.Reader, s cipher.Suite, cfg Config, ownLeaf bool) readEpoch {
 	e := &epochState{priv: new(privateTree), secretTree: &secretTree{suite: s, cfg: cfg.Ratchet}}
 	var ctx GroupContext
 	ctx.UnmarshalTLS(r)
@@ -205,7 +214,7 @@ func readEpochState(r *codec.Reader, s cipher.Suite, cfg Config) readEpoch {
 		return readEpoch{err: err}
 	}
 	e.tree = t
-	if e.secretTree.nLeaves != t.numLeaves() || uint32(e.priv.leaf) >= t.numLeaves() {
+	if e.secretTree.nLeaves != t.numLeaves() || ownLeaf && uint32(e.priv.leaf) >= t.numLeaves() {
 		return readEpoch{err: fmt.Errorf("%w: group state is inconsistent", ErrMalformed)}
 	}
 	return readEpoch{state: e}
@@ -221,11 +230,7 @@ func (pc *PendingCommit) marshal(b *codec.Builder) {
 	res := pc.result
 	b.AddUint64(res.Epoch)
 	res.Committer.MarshalTLS(b)
-	codec.AddList(b, res.Proposals, func(b *codec.Builder, p CommittedProposal) {
-		b.AddOpaque(p.Ref)
-		p.Sender.MarshalTLS(b)
-		marshalProposal(b, p.Proposal)
-	})
+	codec.AddList(b, res.Proposals, marshalEntry)
 	codec.AddList(b, res.Added, func(b *codec.Builder, l LeafIndex) { b.AddUint32(uint32(l)) })
 	codec.AddList(b, res.Removed, func(b *codec.Builder, m Member) {
 		b.AddUint32(uint32(m.Leaf))
@@ -233,9 +238,7 @@ func (pc *PendingCommit) marshal(b *codec.Builder) {
 		b.AddOpaque(m.SignatureKey)
 	})
 	codec.AddList(b, pc.Skipped, func(b *codec.Builder, p SkippedProposal) {
-		b.AddOpaque(p.Ref)
-		p.Sender.MarshalTLS(b)
-		marshalProposal(b, p.Proposal)
+		marshalEntry(b, p.ProposalEntry)
 		b.AddString(p.Reason.Error())
 	})
 	codec.AddList(b, pc.byValue, func(b *codec.Builder, p Proposal) { marshalProposal(b, p) })
@@ -251,19 +254,11 @@ func readPendingCommit(r *codec.Reader, s cipher.Suite, cfg Config) (*PendingCom
 		pc.Welcome.UnmarshalTLS(r)
 	}
 	pc.GroupInfo.UnmarshalTLS(r)
-	next := readEpochState(r, s, cfg)
+	next := readEpochState(r, s, cfg, true)
 	res := pc.result
 	res.Epoch = r.Uint64()
 	res.Committer.UnmarshalTLS(r)
-	res.Proposals = codec.ReadList(r, MaxDataSize, MaxProposals, func(r *codec.Reader) CommittedProposal {
-		var p CommittedProposal
-		if ref := r.Opaque(MaxKeySize); len(ref) > 0 {
-			p.Ref = ref
-		}
-		p.Sender.UnmarshalTLS(r)
-		p.Proposal = readProposal(r)
-		return p
-	})
+	res.Proposals = codec.ReadList(r, MaxDataSize, MaxProposals, readEntry)
 	res.Added = codec.ReadList(r, MaxDataSize, MaxLeaves, func(r *codec.Reader) LeafIndex { return LeafIndex(r.Uint32()) })
 	res.Removed = codec.ReadList(r, MaxDataSize, MaxLeaves, func(r *codec.Reader) Member {
 		var m Member
@@ -273,12 +268,7 @@ func readPendingCommit(r *codec.Reader, s cipher.Suite, cfg Config) (*PendingCom
 		return m
 	})
 	pc.Skipped = codec.ReadList(r, MaxDataSize, MaxProposals, func(r *codec.Reader) SkippedProposal {
-		var p SkippedProposal
-		p.Ref = r.Opaque(MaxKeySize)
-		p.Sender.UnmarshalTLS(r)
-		p.Proposal = readProposal(r)
-		p.Reason = errors.New(string(r.Opaque(MaxDataSize)))
-		return p
+		return SkippedProposal{ProposalEntry: readEntry(r), Reason: errors.New(string(r.Opaque(MaxDataSize)))}
 	})
 	pc.byValue = codec.ReadList(r, MaxDataSize, MaxProposals, readProposal)
 	for _, p := range res.Proposals {

@@ -67,6 +67,9 @@ func (g *Group) successor(suite CipherSuite, groupID []byte, extensions Extensio
 	}
 	signer, cred := opts.Signer, opts.Credential
 	if signer == nil {
+		if suite != g.suite.ID() {
+			return nil, nil, fmt.Errorf("mls: a group of cipher suite %v needs a signer of that suite (SuccessorOptions.Signer)", suite)
+		}
 		signer = g.signer
 	}
 	if cred == nil {

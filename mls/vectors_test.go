@@ -28,3 +28,15 @@ func eq(t *testing.T, field string, got, want []byte) {
 		t.Fatalf("%s = %x, want %x", field, got, want)
 	}
 }
+
+// raceSample skips, under the race detector, two of every three cases of
+// the suites whose arithmetic is instrumented Go there (P-384, P-521, X448
+// and Ed448 run 20–50 times slower), saying so; without -race every case
+// runs. The race detector looks for data races, which the vector code,
+// one goroutine per case, cannot have beyond what the sample shows.
+func raceSample(t *testing.T, suite uint16, i int) {
+	t.Helper()
+	if raceEnabled && suite >= 4 && i%3 != 0 {
+		t.Skip("under -race only every third case of suites 0x0004-0x0007 runs; all run without -race")
+	}
+}

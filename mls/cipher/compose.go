@@ -5,6 +5,8 @@ import (
 	"crypto/cipher"
 	"crypto/hkdf"
 	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/sha512"
 	"hash"
 )
 
@@ -71,8 +73,72 @@ func (s *composite) Extract(salt, ikm []byte) []byte {
 	return prk
 }
 
+// Expand is HKDF-Expand. Every derivation MLS makes from its secrets asks
+// for at most one hash output from a key no longer than the hash block:
+// that is the single HMAC block T(1) = HMAC(prk, info || 0x01), computed
+// here with one-shot hashes on the stack instead of a keyed hash.Hash per
+// call (the secret tree derives five such values per message).
 func (s *composite) Expand(prk, info []byte, length int) ([]byte, error) {
+	if out, ok := s.expandOneBlock(prk, info, length); ok {
+		return out, nil
+	}
 	return hkdf.Expand(s.newHash, prk, string(info), length)
+}
+
+// Block sizes of the suite hashes.
+const (
+	sha256Block = 64
+	sha512Block = 128
+)
+
+// expandOneBlock computes HKDF-Expand for length <= the hash size, when
+// prk fits the hash block and info fits the stack buffer; ok is false when
+// it does not apply.
+func (s *composite) expandOneBlock(prk, info []byte, length int) (out []byte, ok bool) {
+	block := sha256Block
+	if s.hash != crypto.SHA256 {
+		block = sha512Block
+	}
+	const maxInfo = 256
+	size := s.hash.Size()
+	if length < 0 || length > size || len(prk) > block || len(info) > maxInfo {
+		return nil, false
+	}
+	// inner = H((K ^ ipad) || info || 0x01); T(1) = H((K ^ opad) || inner)
+	var buf [sha512Block + maxInfo + 1]byte
+	n := copy(buf[:], prk)
+	for i := range block {
+		buf[i] ^= 0x36
+	}
+	m := block + copy(buf[block:], info)
+	buf[m] = 1
+	inner := s.sum(buf[:m+1])
+	for i := range block {
+		buf[i] ^= 0x36 ^ 0x5c
+	}
+	copy(buf[block:], inner[:size])
+	outer := s.sum(buf[:block+size])
+	out = make([]byte, length)
+	copy(out, outer[:])
+	clear(buf[:max(n, block)+max(m+1-block, size)])
+	clear(inner[:])
+	clear(outer[:])
+	return out, true
+}
+
+// sum is the suite hash of data, one-shot.
+func (s *composite) sum(data []byte) (out [sha512.Size]byte) {
+	switch s.hash {
+	case crypto.SHA256:
+		h := sha256.Sum256(data)
+		copy(out[:], h[:])
+	case crypto.SHA384:
+		h := sha512.Sum384(data)
+		copy(out[:], h[:])
+	default:
+		out = sha512.Sum512(data)
+	}
+	return out
 }
 
 func (s *composite) MAC(key, data []byte) []byte {

@@ -34,14 +34,31 @@ func ExpandWithLabel(s Suite, secret []byte, label string, context []byte, lengt
 	if length < 0 || length > 0xffff {
 		return nil, fmt.Errorf("cipher: ExpandWithLabel length %d out of range", length)
 	}
-	b := codec.NewBuilder(2 + 1 + len(labelPrefix) + len(label) + 5 + len(context))
-	b.AddUint16(uint16(length))
-	b.AddVector(func(b *codec.Builder) {
-		b.AddBytes([]byte(labelPrefix))
-		b.AddBytes([]byte(label))
-	})
-	b.AddOpaque(context)
-	return s.Expand(secret, b.Bytes(), length)
+	if c, ok := s.(*composite); ok {
+		return c.expandWithLabel(secret, label, context, length)
+	}
+	return s.Expand(secret, appendKDFLabel(nil, label, context, length), length)
+}
+
+// expandWithLabel is ExpandWithLabel with the KDFLabel on the stack: the
+// secret tree derives several per message.
+func (s *composite) expandWithLabel(secret []byte, label string, context []byte, length int) ([]byte, error) {
+	var buf [128]byte
+	info := appendKDFLabel(buf[:0], label, context, length)
+	out, err := s.Expand(secret, info, length)
+	clear(info)
+	return out, err
+}
+
+// appendKDFLabel appends struct { uint16 length; opaque label<V>;
+// opaque context<V>; } with label = "MLS 1.0 " + label.
+func appendKDFLabel(dst []byte, label string, context []byte, length int) []byte {
+	dst = binary.BigEndian.AppendUint16(dst, uint16(length))
+	dst = codec.AppendVarint(dst, len(labelPrefix)+len(label))
+	dst = append(dst, labelPrefix...)
+	dst = append(dst, label...)
+	dst = codec.AppendVarint(dst, len(context))
+	return append(dst, context...)
 }
 
 // DeriveSecret is ExpandWithLabel(secret, label, "", Nh).
@@ -78,6 +95,29 @@ func MakeProposalRef(s Suite, authenticatedContent []byte) []byte {
 // §5.1.2).
 func SignWithLabel(signer Signer, label string, content []byte) ([]byte, error) {
 	return signer.Sign(labeled(label, true, content))
+}
+
+// SignWithLabelFunc is SignWithLabel of the bytes content writes, built
+// in one buffer of about size bytes: for content that is itself an
+// encoding (a FramedContentTBS with a KiB of application data) it saves
+// building and copying it twice.
+func SignWithLabelFunc(signer Signer, label string, size int, content func(b *codec.Builder)) ([]byte, error) {
+	return signer.Sign(labeledFunc(label, size, content))
+}
+
+// VerifyWithLabelFunc checks a signature made by SignWithLabelFunc.
+func VerifyWithLabelFunc(s Suite, pub []byte, label string, size int, content func(b *codec.Builder), sig []byte) error {
+	return s.Verify(pub, labeledFunc(label, size, content), sig)
+}
+
+func labeledFunc(label string, size int, content func(b *codec.Builder)) []byte {
+	b := codec.NewBuilder(len(labelPrefix) + len(label) + size + 10)
+	b.AddVector(func(b *codec.Builder) {
+		b.AddBytes([]byte(labelPrefix))
+		b.AddBytes([]byte(label))
+	})
+	b.AddVector(content)
+	return b.Bytes()
 }
 
 // VerifyWithLabel checks a signature made by SignWithLabel.

@@ -2,6 +2,7 @@ package cipher
 
 import (
 	"bytes"
+	"crypto/hkdf"
 	"errors"
 	"fmt"
 	"testing"
@@ -174,5 +175,33 @@ func TestDeriveKEMKeyDeterministic(t *testing.T) {
 func TestLookupUnknown(t *testing.T) {
 	if _, err := Lookup(0x0a0a); !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("Lookup(GREASE) err = %v", err)
+	}
+}
+
+// TestExpandOneBlock: the one-block fast path of Expand gives what
+// HKDF-Expand gives, for every suite hash and the sizes around its limits.
+func TestExpandOneBlock(t *testing.T) {
+	for _, id := range Registered() {
+		s, _ := Lookup(id)
+		c := s.(*composite)
+		for _, prkLen := range []int{0, 1, c.Nh(), 64, 65, 128, 129} {
+			for _, infoLen := range []int{0, 1, 40, 255, 256, 257, 400} {
+				for _, n := range []int{0, 1, 12, c.Nh() - 1, c.Nh(), c.Nh() + 1, 3 * c.Nh()} {
+					prk := bytes.Repeat([]byte{byte(prkLen)}, prkLen)
+					info := bytes.Repeat([]byte{byte(infoLen + 1)}, infoLen)
+					got, err := c.Expand(prk, info, n)
+					if err != nil {
+						t.Fatal(err)
+					}
+					want, err := hkdf.Expand(c.newHash, prk, string(info), n)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !bytes.Equal(got, want) {
+						t.Fatalf("%v: prk %d info %d length %d: %x, want %x", id, prkLen, infoLen, n, got, want)
+					}
+				}
+			}
+		}
 	}
 }

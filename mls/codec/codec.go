@@ -335,6 +335,17 @@ func (r *Reader) Opaque(max int) []byte {
 	return clone(r.take(n))
 }
 
+// OpaqueNoCopy reads an opaque<V> of at most max bytes like Opaque, but
+// returns a slice of the input instead of a copy: for a caller that owns
+// the input and hands it on.
+func (r *Reader) OpaqueNoCopy(max int) []byte {
+	n, ok := r.length(max)
+	if !ok {
+		return nil
+	}
+	return r.take(n)
+}
+
 // Vector reads a <V> vector of at most max bytes and hands its body to f as
 // a Reader of its own; f must consume the body entirely.
 func (r *Reader) Vector(max int, f func(r *Reader)) {

@@ -144,3 +144,24 @@ func TestReadList(t *testing.T) {
 		t.Fatalf("overrun: err = %v", r.Err())
 	}
 }
+
+// TestOpaqueNoCopy: the view reads what Opaque reads, aliases the input
+// and cannot grow into the bytes after it.
+func TestOpaqueNoCopy(t *testing.T) {
+	in := []byte{3, 'a', 'b', 'c', 9, 9}
+	r := NewReader(in)
+	v := r.OpaqueNoCopy(10)
+	if string(v) != "abc" || r.Remaining() != 2 || &v[0] != &in[1] {
+		t.Fatalf("view %q, %d left", v, r.Remaining())
+	}
+	v = append(v, 'x')
+	if in[4] != 9 {
+		t.Fatal("appending to the view overwrote the input")
+	}
+	if NewReader([]byte{5, 1}).OpaqueNoCopy(10) != nil {
+		t.Fatal("truncated opaque read")
+	}
+	if NewReader([]byte{3, 1, 2, 3}).OpaqueNoCopy(2) != nil {
+		t.Fatal("opaque over the limit read")
+	}
+}
