@@ -24,6 +24,10 @@ type Received struct {
 	ProposalRef []byte
 	// Commit describes a Commit that moved the group to a new epoch.
 	Commit *CommitResult
+	// SignatureKey is the key the message's signature verified with: the
+	// sender's leaf signature key in the epoch it was sent (which, for a
+	// late message of a past epoch, the leaf may no longer have).
+	SignatureKey []byte
 }
 
 // CommitResult describes the effect of a Commit: one received by Process
@@ -177,7 +181,17 @@ func (g *Group) processPublic(pm *PublicMessage) (*Received, error) {
 	if err := verifyContent(g.suite, key, ac, g.ctxBytes); err != nil {
 		return nil, err
 	}
-	return g.apply(ac)
+	return g.applyFrom(ac, key)
+}
+
+// applyFrom is apply for content whose signature verified with key.
+func (g *Group) applyFrom(ac *AuthenticatedContent, key []byte) (*Received, error) {
+	r, err := g.apply(ac)
+	if err != nil {
+		return nil, err
+	}
+	r.SignatureKey = clone(key)
+	return r, nil
 }
 
 // epochKeys is what decrypting and authenticating a PrivateMessage of one
@@ -249,7 +263,7 @@ func (g *Group) processPrivate(pm *PrivateMessage) (*Received, error) {
 	// Only now is the key spent: a forgery by another member who can
 	// derive the same key cannot burn it.
 	dec.consume(k.secretTree)
-	return g.apply(dec.content)
+	return g.applyFrom(dec.content, key)
 }
 
 // classifyPastCommit tells a replayed PrivateMessage Commit of a past
