@@ -44,16 +44,16 @@ type delivery struct {
 }
 
 type tnode struct {
-	name   string
-	dir    string
-	id     ed25519.PublicKey
-	priv   ed25519.PrivateKey
-	n      *net
-	db     *bolt.DB
-	keys   *keys.Stock
-	out    *outbox.Outbox
-	hist   *history.History
-	wg     sync.WaitGroup
+	name string
+	dir  string
+	id   ed25519.PublicKey
+	priv ed25519.PrivateKey
+	n    *net
+	db   *bolt.DB
+	keys *keys.Stock
+	out  *outbox.Outbox
+	hist *history.History
+	wg   sync.WaitGroup
 
 	up     sync.RWMutex // guards m and cancel: held for writing while (re)starting
 	m      *Manager
