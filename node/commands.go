@@ -268,4 +268,3 @@ func (n *Node) find(name string) (conv.Conversation, error) {
 	}
 	return conv.Conversation{}, fmt.Errorf("%w: %q", conv.ErrNotFound, name)
 }
-

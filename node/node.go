@@ -647,7 +647,9 @@ func (n *Node) nameOf(identity []byte) string {
 	return shortID(identity)
 }
 
-func shortID(identity []byte) string { return "id:" + hex.EncodeToString(identity[:min(4, len(identity))]) }
+func shortID(identity []byte) string {
+	return "id:" + hex.EncodeToString(identity[:min(4, len(identity))])
+}
 
 // fingerprint is the identity key as people compare it: 4 groups of 4
 // hex digits.
