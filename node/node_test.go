@@ -209,3 +209,119 @@ func TestMarshalEvent(t *testing.T) {
 		t.Fatalf("%s: %v", b, err)
 	}
 }
+
+// TestServerDM: two nodes with no P2P link between them talk through their
+// home server: registration, pin, DM, and messages kept while the
+// recipient is down, read after it restarts, each once.
+func TestServerDM(t *testing.T) {
+	leakCheck(t)
+	srv := nodetest.StartServer(t)
+	alice, bob := newNode(t, "alice", srv), newNode(t, "bob", srv)
+	for _, tn := range []*tnode{alice, bob} {
+		p := wait(tn, "pin", func(Pin) bool { return true })
+		if !p.First || p.Fingerprint != srv.FP.String() {
+			t.Fatalf("%s pinned %+v, server is %s", tn.name, p, srv.FP)
+		}
+		wait(tn, "ready", func(Ready) bool { return true })
+	}
+	ctx := context.Background()
+	if _, err := bob.n.DM(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.n.DM(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	wait(alice, "DM with bob", func(c Conversation) bool { return c.Name == "bob" && len(c.Members) == 2 })
+	wait(bob, "DM with alice", func(c Conversation) bool { return c.Name == "alice" && len(c.Members) == 2 })
+	if _, err := alice.n.Send("bob", "via the server"); err != nil {
+		t.Fatal(err)
+	}
+	if m := bob.waitText("alice", "via the server"); m.Via != "server" {
+		t.Fatalf("via %q", m.Via)
+	}
+	wait(alice, "sent", func(s Sent) bool { return s.Via == "server" && s.To == "bob" })
+
+	bob.stop()
+	for i := range 5 {
+		if _, err := alice.n.Send("bob", fmt.Sprint("while down ", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 5 {
+		wait(alice, "sent", func(s Sent) bool { return s.Via == "server" })
+	}
+	bob.restart()
+	for i := range 5 {
+		bob.waitText("alice", fmt.Sprint("while down ", i))
+	}
+	if _, err := bob.n.Send("alice", "back"); err != nil {
+		t.Fatal(err)
+	}
+	alice.waitText("bob", "back")
+	bob.mu.Lock()
+	for _, ev := range bob.events {
+		if m, ok := ev.(Message); ok {
+			t.Errorf("bob: extra message %+v", m)
+		}
+	}
+	bob.mu.Unlock()
+}
+
+// TestGroupOverLinks: three linked nodes make a group, talk, restart one,
+// remove one.
+func TestGroupOverLinks(t *testing.T) {
+	leakCheck(t)
+	alice, bob, carol := newNode(t, "alice", nil), newNode(t, "bob", nil), newNode(t, "carol", nil)
+	link(alice, bob)
+	link(alice, carol)
+	link(bob, carol)
+	ctx := context.Background()
+	if _, err := alice.n.CreateGroup("crew"); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"bob", "carol"} {
+		if err := alice.n.Invite(ctx, "crew", name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tn := range []*tnode{bob, carol} {
+		wait(tn, "group", func(c Conversation) bool { return c.Name == "crew" && len(c.Members) == 3 })
+	}
+	for _, tn := range []*tnode{alice, bob, carol} {
+		if _, err := tn.n.Send("crew", "hi from "+tn.name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tn := range []*tnode{alice, bob, carol} {
+		for _, o := range []*tnode{alice, bob, carol} {
+			if o != tn {
+				tn.waitText("crew", "hi from "+o.name)
+			}
+		}
+	}
+
+	bob.restart() // on a new port: without mDNS, link again by hand
+	link(bob, alice)
+	link(bob, carol)
+	if _, err := bob.n.Send("crew", "bob is back"); err != nil {
+		t.Fatal(err)
+	}
+	alice.waitText("crew", "bob is back")
+	carol.waitText("crew", "bob is back")
+
+	// bob (not the committer) removes carol: alice commits it.
+	if err := bob.n.Remove(ctx, "crew", "carol"); err != nil {
+		t.Fatal(err)
+	}
+	wait(carol, "removal", func(c Conversation) bool { return c.Name == "crew" && c.Status == "removed" })
+	wait(bob, "carol gone", func(c Conversation) bool { return c.Name == "crew" && len(c.Members) == 2 })
+	if _, err := alice.n.Send("crew", "just us"); err != nil {
+		t.Fatal(err)
+	}
+	bob.waitText("crew", "just us")
+	for _, tn := range []*tnode{alice, bob, carol} {
+		if errs := tn.errors(); len(errs) > 0 {
+			t.Errorf("%s: errors %+v", tn.name, errs)
+		}
+	}
+}
