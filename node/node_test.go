@@ -325,3 +325,48 @@ func TestGroupOverLinks(t *testing.T) {
 		}
 	}
 }
+
+// TestSimultaneousDM: both sides open the DM at the same moment, over the
+// link and at the home server: one group, and both can talk.
+func TestSimultaneousDM(t *testing.T) {
+	leakCheck(t)
+	srv := nodetest.StartServer(t)
+	for round, linked := range []bool{true, false} {
+		alice, bob := newNode(t, fmt.Sprint("alice", round), srv), newNode(t, fmt.Sprint("bob", round), srv)
+		wait(alice, "ready", func(Ready) bool { return true })
+		wait(bob, "ready", func(Ready) bool { return true })
+		if linked {
+			link(alice, bob)
+		}
+		var wg sync.WaitGroup
+		var cs [2]Conversation
+		var errs [2]error
+		for i, p := range [][2]*tnode{{alice, bob}, {bob, alice}} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cs[i], errs[i] = p[0].n.DM(context.Background(), p[1].name)
+			}()
+		}
+		wg.Wait()
+		if errs[0] != nil || errs[1] != nil {
+			t.Fatal(errs)
+		}
+		if cs[0].ID != cs[1].ID {
+			t.Fatalf("two DMs: %s and %s", cs[0].ID, cs[1].ID)
+		}
+		wait(alice, "DM", func(c Conversation) bool { return c.Name == bob.name && len(c.Members) == 2 })
+		wait(bob, "DM", func(c Conversation) bool { return c.Name == alice.name && len(c.Members) == 2 })
+		if _, err := alice.n.Send(bob.name, "a→b"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.n.Send(alice.name, "b→a"); err != nil {
+			t.Fatal(err)
+		}
+		bob.waitText(alice.name, "a→b")
+		alice.waitText(bob.name, "b→a")
+		if n := len(alice.n.Conversations()); n != 1 {
+			t.Fatalf("alice has %d conversations", n)
+		}
+	}
+}

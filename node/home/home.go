@@ -13,7 +13,8 @@
 //     yet, then log in. The password comes from Config.Password, asked
 //     once per Session and kept in memory for re-logins.
 //  3. Config.OnLogin uploads what the server keeps for the node (hybrid
-//     key, KeyPackages, endpoint) with the logged-in client.
+//     key, KeyPackages) with the logged-in client; Client returns it from
+//     then on.
 //  4. Read the inbox with peekWait, which removes nothing; hand each
 //     message, in seq order, to Config.Handle, which returns once its
 //     outcome is on disk; then ack up to it. A crash anywhere in between
@@ -233,6 +234,16 @@ func (s *Session) session(ctx context.Context) (loggedIn bool, err error) {
 	if err := s.login(ctx, c); err != nil {
 		return false, err
 	}
+	// Client is usable from here: OnLogin's work (and what it tells
+	// others, such as "ready") may rely on it.
+	s.mu.Lock()
+	s.client = c
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.client = nil
+		s.mu.Unlock()
+	}()
 	if s.cfg.OnLogin != nil {
 		lctx, cancel := context.WithTimeout(ctx, CallTimeout)
 		err := s.cfg.OnLogin(lctx, c)
@@ -241,14 +252,8 @@ func (s *Session) session(ctx context.Context) (loggedIn bool, err error) {
 			return false, err
 		}
 	}
-	s.mu.Lock()
-	s.client = c
-	s.mu.Unlock()
 	s.log.Info("logged in")
 	err = s.read(ctx, c)
-	s.mu.Lock()
-	s.client = nil
-	s.mu.Unlock()
 	if s.cfg.OnDown != nil {
 		s.cfg.OnDown(err)
 	}
