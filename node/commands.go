@@ -19,7 +19,8 @@ import (
 // (codeOf) a caller reports as an Error event; conversation changes are
 // also reported as events when they happen.
 
-// DM opens the 1:1 conversation with user name: as its initiator (this
+// DM opens the 1:1 conversation with user name (a Conversation event
+// reports it): as its initiator (this
 // node creates the MLS group, adds the peer from one of its KeyPackages
 // and sends the Welcome) or, when the peer initiates, by waiting for the
 // peer's Welcome. Who initiates is decided once per pair (createChannel)
@@ -33,7 +34,9 @@ func (n *Node) DM(ctx context.Context, name string) (Conversation, error) {
 		return Conversation{}, fmt.Errorf("%w: that is you", conv.ErrInvalid)
 	}
 	if c, ok := n.convs.Get(n.convs.DMID(peer)); ok && c.Status == conv.StatusActive {
-		return n.convEvent(c), nil
+		ev := n.convEvent(c)
+		n.emit(ev) // nothing changed: say where it stands
+		return ev, nil
 	}
 	initiator, err := n.channelRole(ctx, peer)
 	if err != nil {

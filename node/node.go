@@ -129,6 +129,8 @@ type Node struct {
 	resolving map[string]bool
 	static    map[peer.ID]bool // peers given by Config.Peers or AddPeer
 	running   bool
+
+	startupErrs []Event // reported when Run starts
 }
 
 // Open loads or creates the node's identity and state in cfg.DataDir and
@@ -325,8 +327,15 @@ func (n *Node) startP2P() error {
 		Identity: n.self, Username: n.user, Port: port,
 		Interfaces: n.cfg.MDNSInterfaces, OnEvent: n.onMDNS, Logger: n.cfg.Logger,
 	})
-	if err != nil {
-		return fmt.Errorf("node: mDNS: %w (start with --mdns=false to run without LAN discovery)", err)
+	switch {
+	case err != nil && len(n.cfg.MDNSInterfaces) > 0:
+		return fmt.Errorf("node: mDNS: %w", err)
+	case err != nil:
+		// A machine with no LAN interface still works through a server
+		// or configured peers; say so once Run starts.
+		n.log.Warn("LAN discovery is off", "err", err)
+		n.startupErrs = append(n.startupErrs, Error{Code: string(errcode.FailedPrecondition),
+			Message: "LAN discovery (mDNS) is off: " + err.Error()})
 	}
 	return nil
 }
@@ -419,6 +428,9 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	for _, ev := range n.startupErrs {
+		n.emit(ev)
+	}
 	goRun("outbox", n.outbox.Run)
 	goRun("conversations", n.convs.Run)
 	goRun("P2P inbox", n.readP2PInbox)
@@ -490,9 +502,7 @@ func (n *Node) goBackground(f func(ctx context.Context)) {
 func (n *Node) emit(ev Event) { n.events.push(ev) }
 
 // emitErr reports err as an Error event.
-func (n *Node) emitErr(err error) {
-	n.emit(Error{Code: string(codeOf(err)), Message: messageOf(err)})
-}
+func (n *Node) emitErr(err error) { n.emit(ErrorEvent(err)) }
 
 // ---- the home server side ----
 
@@ -595,6 +605,11 @@ func (n *Node) onConvEvent(ev conv.Event) {
 		n.convCache[string(ev.Conversation.ID)] = ev.Conversation
 		n.mu.Unlock()
 		n.emit(n.convEvent(ev.Conversation))
+		for _, m := range ev.Conversation.Members {
+			if _, known := n.names.Name(m); !known {
+				n.learnIdentity(m)
+			}
+		}
 	case conv.Received:
 		m := ev.Message
 		n.emit(Message{
@@ -722,3 +737,9 @@ func codeOf(err error) errcode.Code {
 }
 
 func messageOf(err error) string { return errcode.Message(err) }
+
+// ErrorEvent returns the Error event that reports err, a command's error:
+// its stable code (rpc/errcode) and a message for people.
+func ErrorEvent(err error) Error {
+	return Error{Code: string(codeOf(err)), Message: messageOf(err)}
+}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/quicproquo/qpq/node/conv"
 	"github.com/quicproquo/qpq/node/names"
 	"github.com/quicproquo/qpq/node/outbox"
 	"github.com/quicproquo/qpq/p2p"
@@ -56,6 +57,42 @@ func (n *Node) onLink(ev p2p.LinkEvent) {
 // learnName asks a linked peer its user name (resolveIdentity over the
 // P2P link) and binds it.
 func (n *Node) learnName(id peer.ID, identity ed25519.PublicKey) {
+	n.resolveInBackground(identity, func(ctx context.Context) (string, error) {
+		ns, err := n.host.NodeService(ctx, id)
+		if err != nil {
+			return "", err
+		}
+		defer ns.Release()
+		return rpc.NewClient(ns).ResolveIdentity(ctx, identity)
+	})
+}
+
+// learnIdentity finds the user name of a conversation member this node
+// has not met: from the home server, else from the peer if linked.
+func (n *Node) learnIdentity(identity ed25519.PublicKey) {
+	n.resolveInBackground(identity, func(ctx context.Context) (string, error) {
+		if c := n.serverClient(); c != nil {
+			if name, err := c.ResolveIdentity(ctx, identity); err == nil && name != "" {
+				return name, nil
+			}
+		}
+		id, err := p2p.PeerID(identity)
+		if err != nil || n.link(identity) == p2p.LinkDown {
+			return "", errUnreachable
+		}
+		ns, err := n.host.NodeService(ctx, id)
+		if err != nil {
+			return "", err
+		}
+		defer ns.Release()
+		return rpc.NewClient(ns).ResolveIdentity(ctx, identity)
+	})
+}
+
+// resolveInBackground runs ask (once at a time per identity) and binds the
+// name it returns; the peer and the conversations with it are reported
+// again under that name.
+func (n *Node) resolveInBackground(identity ed25519.PublicKey, ask func(context.Context) (string, error)) {
 	n.mu.Lock()
 	if n.resolving[string(identity)] {
 		n.mu.Unlock()
@@ -71,19 +108,26 @@ func (n *Node) learnName(id peer.ID, identity ed25519.PublicKey) {
 		}()
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		ns, err := n.host.NodeService(ctx, id)
-		if err != nil {
+		name, err := ask(ctx)
+		if err != nil || name == "" || !n.bind(name, identity) {
 			return
 		}
-		defer ns.Release()
-		name, err := rpc.NewClient(ns).ResolveIdentity(ctx, identity)
-		if err != nil || name == "" {
-			return
+		if st := n.link(identity); st != p2p.LinkDown {
+			n.emit(Peer{User: name, Identity: hex.EncodeToString(identity), Link: st.String()})
 		}
-		if n.bind(name, identity) {
-			if st := n.link(identity); st != p2p.LinkDown {
-				n.emit(Peer{User: name, Identity: hex.EncodeToString(identity), Link: st.String()})
+		n.mu.Lock()
+		var changed []conv.Conversation
+		for _, c := range n.convCache {
+			for _, m := range c.Members {
+				if bytes.Equal(m, identity) {
+					changed = append(changed, c)
+					break
+				}
 			}
+		}
+		n.mu.Unlock()
+		for _, c := range changed {
+			n.emit(n.convEvent(c))
 		}
 	})
 }
