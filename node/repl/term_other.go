@@ -11,6 +11,6 @@ type termState struct{}
 
 var errNoTerminal = errors.New("repl: terminals are supported on Unix only")
 
-func makeRaw(int) (*termState, error)  { return nil, errNoTerminal }
-func restore(int, *termState) error    { return nil }
-func noEcho(int) (*termState, error)   { return nil, errNoTerminal }
+func makeRaw(int) (*termState, error) { return nil, errNoTerminal }
+func restore(int, *termState) error   { return nil }
+func noEcho(int) (*termState, error)  { return nil, errNoTerminal }
