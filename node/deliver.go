@@ -37,10 +37,12 @@ func (n *Node) deliver(ctx context.Context, it outbox.Item) (string, error) {
 	}
 	var directErr error
 	if n.directAllowed(to) {
+		start := time.Now()
 		if directErr = n.enqueueDirect(ctx, to, sealed); directErr == nil {
+			n.log.Debug("delivered", "to", n.nameOf(to), "via", outbox.ViaDirect, "took", time.Since(start), "seq", it.Seq)
 			return outbox.ViaDirect, nil
 		}
-		n.log.Debug("direct delivery failed", "to", shortID(to), "err", directErr)
+		n.log.Info("direct delivery failed; using the home server for a while", "to", n.nameOf(to), "err", directErr, "seq", it.Seq)
 		n.mu.Lock()
 		n.coolOff[string(to)] = time.Now().Add(n.cfg.DirectCoolOff)
 		n.mu.Unlock()
@@ -49,6 +51,7 @@ func (n *Node) deliver(ctx context.Context, it outbox.Item) (string, error) {
 		if _, err := c.Enqueue(ctx, to, nil, sealed); err != nil {
 			return "", err
 		}
+		n.log.Debug("delivered", "to", n.nameOf(to), "via", outbox.ViaServer, "seq", it.Seq)
 		return outbox.ViaServer, nil
 	}
 	if directErr != nil {

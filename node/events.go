@@ -78,6 +78,9 @@ type History struct {
 type Error struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// Command is set when the error answers a command (its name, as
+	// in the done event).
+	Command string `json:"command,omitempty"`
 }
 
 // Pin: the home server's certificate fingerprint, pinned now (First) or

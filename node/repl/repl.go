@@ -318,7 +318,7 @@ func (r *REPL) handle(ctx context.Context, line string) (quit bool) {
 		err = errcode.Errorf(errcode.InvalidArgument, "unknown command %s (try /help)", cmd)
 	}
 	if err != nil {
-		r.fail(err)
+		r.fail(done.Command, err)
 		return false
 	}
 	if r.cfg.JSON {
@@ -331,12 +331,12 @@ func (r *REPL) handle(ctx context.Context, line string) (quit bool) {
 func (r *REPL) send(text string) {
 	cur := r.cur()
 	if cur == "" {
-		r.fail(errcode.New(errcode.FailedPrecondition, "no current conversation: /dm NAME, /group create NAME or /switch NAME first"))
+		r.fail("send", errcode.New(errcode.FailedPrecondition, "no current conversation: /dm NAME, /group create NAME or /switch NAME first"))
 		return
 	}
 	id, err := r.n.Send(cur, text)
 	if err != nil {
-		r.fail(err)
+		r.fail("send", err)
 		return
 	}
 	if r.cfg.JSON {
@@ -344,7 +344,11 @@ func (r *REPL) send(text string) {
 	}
 }
 
-func (r *REPL) fail(err error) { r.Event(node.ErrorEvent(err)) }
+func (r *REPL) fail(command string, err error) {
+	ev := node.ErrorEvent(err)
+	ev.Command = command
+	r.Event(ev)
+}
 
 func need(arg, what string) error {
 	if arg == "" {
