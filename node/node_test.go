@@ -24,7 +24,7 @@ func leakCheck(t *testing.T) {
 
 // tnode is a Node on loopback, its events, and its lifecycle.
 type tnode struct {
-	t    *testing.T
+	t    testing.TB
 	name string
 	dir  string
 	srv  *nodetest.Server
@@ -38,7 +38,14 @@ type tnode struct {
 }
 
 func newNode(t *testing.T, name string, srv *nodetest.Server) *tnode {
-	tn := &tnode{t: t, name: name, dir: t.TempDir(), srv: srv}
+	return benchNode(t, name, srv)
+}
+
+func benchNode(t testing.TB, name string, srv ...*nodetest.Server) *tnode {
+	tn := &tnode{t: t, name: name, dir: t.TempDir()}
+	if len(srv) > 0 {
+		tn.srv = srv[0]
+	}
 	tn.start()
 	t.Cleanup(tn.stop)
 	return tn

@@ -92,7 +92,7 @@ func (e event) String() string {
 // chat is one `qpq chat --json` process in a LAN node's namespace,
 // driven through its stdin and read from its stdout.
 type chat struct {
-	t    *testing.T
+	t    testing.TB
 	l    *lan.LAN
 	node int
 	user string
@@ -114,10 +114,14 @@ type chat struct {
 
 // startChat starts qpq chat for user in node's namespace. With server it
 // logs in there (password from QPQ_PASSWORD).
-func startChat(t *testing.T, l *lan.LAN, node int, user, server string) *chat {
+func startChat(t testing.TB, l *lan.LAN, node int, user, server string) *chat {
 	t.Helper()
 	c := &chat{t: t, l: l, node: node, user: user, data: filepath.Join(t.TempDir(), user)}
-	c.args = []string{"chat", "--json", "--data", c.data, "--user", user, "--mdns-iface", lan.Iface, "--log-level", logLevel()}
+	level := logLevel()
+	if _, bench := t.(*testing.B); bench {
+		level = "error"
+	}
+	c.args = []string{"chat", "--json", "--data", c.data, "--user", user, "--mdns-iface", lan.Iface, "--log-level", level}
 	if server != "" {
 		c.args = append(c.args, "--server", server)
 		c.env = append(c.env, "QPQ_PASSWORD=password of "+user)
@@ -298,6 +302,13 @@ func (c *chat) list() []event {
 	}
 }
 
+// drop forgets the events read so far (benchmarks: keep memory flat).
+func (c *chat) drop() {
+	c.mu.Lock()
+	c.events, c.all = nil, nil
+	c.mu.Unlock()
+}
+
 // messages returns every message event c printed (all runs).
 func (c *chat) messages() []event {
 	c.mu.Lock()
@@ -384,7 +395,7 @@ func (c *chat) dumpStderr() {
 }
 
 // server runs `qpq serve` in node's namespace, listening on its address.
-func server(t *testing.T, l *lan.LAN, node int) string {
+func server(t testing.TB, l *lan.LAN, node int) string {
 	t.Helper()
 	addr := fmt.Sprintf("%s:7443", l.Nodes[node].Addr)
 	cmd, err := l.Command(context.Background(), node, qpqBin, "serve", "--listen", addr,
