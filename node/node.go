@@ -501,6 +501,11 @@ func (n *Node) goBackground(f func(ctx context.Context)) {
 
 func (n *Node) emit(ev Event) { n.events.push(ev) }
 
+// Report hands ev to Config.OnEvent behind the events the node reported
+// before, so that a command's answer follows what the command caused
+// (the REPL's done after the conversation it created).
+func (n *Node) Report(ev Event) { n.emit(ev) }
+
 // emitErr reports err as an Error event.
 func (n *Node) emitErr(err error) { n.emit(ErrorEvent(err)) }
 

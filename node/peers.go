@@ -243,12 +243,8 @@ func (n *Node) resolve(ctx context.Context, name string) (ed25519.PublicKey, err
 	if id, ok := n.names.Identity(name); ok {
 		return id, nil
 	}
-	if n.disc != nil {
-		for _, p := range n.disc.Peers() {
-			if p.Username == name && n.bind(name, p.Identity) {
-				return p.Identity, nil
-			}
-		}
+	if id, ok := n.resolveMDNS(ctx, name, 0); ok {
+		return id, nil
 	}
 	if c := n.serverClient(); c != nil {
 		id, err := c.ResolveUser(ctx, name)
@@ -262,7 +258,39 @@ func (n *Node) resolve(ctx context.Context, name string) (ed25519.PublicKey, err
 			return nil, fmt.Errorf("%w: %q is bound to another identity here", names.ErrConflict, name)
 		}
 	}
+	// A peer that just came up (or this node did) may not have been heard
+	// yet: give mDNS a moment before giving up.
+	if id, ok := n.resolveMDNS(ctx, name, mdnsGrace); ok {
+		return id, nil
+	}
 	return nil, fmt.Errorf("%q: %w", name, errNoSuchUser)
+}
+
+// mdnsGrace is how long resolve waits for mDNS to hear of a name it does
+// not know yet.
+const mdnsGrace = 2 * time.Second
+
+// resolveMDNS looks name up in the mDNS table, for up to wait.
+func (n *Node) resolveMDNS(ctx context.Context, name string, wait time.Duration) (ed25519.PublicKey, bool) {
+	if n.disc == nil {
+		return nil, false
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		for _, p := range n.disc.Peers() {
+			if p.Username == name && n.bind(name, p.Identity) {
+				return p.Identity, true
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil, false
+		}
+		select {
+		case <-ctx.Done():
+			return nil, false
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // readP2PInbox processes what peers delivered over the P2P link, in seq

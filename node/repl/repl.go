@@ -71,6 +71,19 @@ type REPL struct {
 // New returns a REPL that prints to out.
 func New(out io.Writer, cfg Config) *REPL { return &REPL{cfg: cfg, out: out} }
 
+// report prints a REPL's own event (an answer to a command) in order
+// after what the node reported before it.
+func (r *REPL) report(ev node.Event) {
+	r.mu.Lock()
+	n := r.n
+	r.mu.Unlock()
+	if n != nil {
+		n.Report(ev)
+		return
+	}
+	r.Event(ev)
+}
+
 // Event prints ev; pass it as the node's Config.OnEvent.
 func (r *REPL) Event(ev node.Event) {
 	if m, ok := ev.(node.Message); ok {
@@ -120,8 +133,9 @@ func (r *REPL) Run(ctx context.Context, n *node.Node, in io.Reader, fd int) erro
 			return err
 		}
 		defer restore(fd, st)
+		ed := newEditor(in, r.out)
 		r.mu.Lock()
-		r.ed = newEditor(in, r.out)
+		r.ed = ed
 		r.promptLocked()
 		r.mu.Unlock()
 		defer func() {
@@ -131,7 +145,7 @@ func (r *REPL) Run(ctx context.Context, n *node.Node, in io.Reader, fd int) erro
 		}()
 		go func() {
 			for {
-				line, err := r.ed.readLine()
+				line, err := ed.readLine()
 				if err != nil {
 					readErr <- err
 					return
@@ -217,7 +231,7 @@ func (r *REPL) handle(ctx context.Context, line string) (quit bool) {
 		return true
 	case "/help":
 		if r.cfg.JSON {
-			r.Event(Help{Text: helpText})
+			r.report(Help{Text: helpText})
 		} else {
 			r.write(helpText + "\n")
 		}
@@ -268,14 +282,14 @@ func (r *REPL) handle(ctx context.Context, line string) (quit bool) {
 		if cur, err = r.need("-", ""); err == nil {
 			if c, err = n.Conversation(cur); err == nil {
 				c.Current = true
-				r.Event(c)
+				r.report(c)
 			}
 		}
 	case "/list":
 		cur := r.cur()
 		for _, c := range n.Conversations() {
 			c.Current = c.Name == cur
-			r.Event(c)
+			r.report(c)
 		}
 	case "/switch":
 		var c node.Conversation
@@ -283,7 +297,7 @@ func (r *REPL) handle(ctx context.Context, line string) (quit bool) {
 			if c, err = n.Conversation(arg); err == nil {
 				r.setCurrent(c.Name)
 				c.Current = true
-				r.Event(c)
+				r.report(c)
 				done.Conversation = c.Name
 			}
 		}
@@ -300,7 +314,7 @@ func (r *REPL) handle(ctx context.Context, line string) (quit bool) {
 		if cur, err = r.need("-", ""); err == nil {
 			if hs, err = n.History(cur, max); err == nil {
 				for _, h := range hs {
-					r.Event(h)
+					r.report(h)
 				}
 			}
 		}
@@ -310,10 +324,10 @@ func (r *REPL) handle(ctx context.Context, line string) (quit bool) {
 			break
 		}
 		for _, p := range n.Peers() {
-			r.Event(p)
+			r.report(p)
 		}
 	case "/whoami":
-		r.Event(n.Whoami())
+		r.report(n.Whoami())
 	default:
 		err = errcode.Errorf(errcode.InvalidArgument, "unknown command %s (try /help)", cmd)
 	}
@@ -322,7 +336,7 @@ func (r *REPL) handle(ctx context.Context, line string) (quit bool) {
 		return false
 	}
 	if r.cfg.JSON {
-		r.Event(done)
+		r.report(done)
 	}
 	return false
 }
@@ -340,14 +354,14 @@ func (r *REPL) send(text string) {
 		return
 	}
 	if r.cfg.JSON {
-		r.Event(Done{Command: "send", Conversation: cur, ID: id})
+		r.report(Done{Command: "send", Conversation: cur, ID: id})
 	}
 }
 
 func (r *REPL) fail(command string, err error) {
 	ev := node.ErrorEvent(err)
 	ev.Command = command
-	r.Event(ev)
+	r.report(ev)
 }
 
 func need(arg, what string) error {
