@@ -118,6 +118,7 @@ type Node struct {
 	ctx    context.Context // ends when Close begins
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // background work started outside Run
+	runWG  sync.WaitGroup // Run, while it runs
 
 	readyOnce sync.Once
 	closeOnce sync.Once
@@ -407,12 +408,14 @@ func withPort(a ma.Multiaddr, port int) (ma.Multiaddr, error) {
 // the home server session. It returns ctx.Err(). Call it once.
 func (n *Node) Run(ctx context.Context) error {
 	n.mu.Lock()
-	if n.running {
+	if n.running || n.ctx.Err() != nil {
 		n.mu.Unlock()
-		return errors.New("node: Run called twice")
+		return errors.New("node: Run called twice, or after Close")
 	}
 	n.running = true
+	n.runWG.Add(1)
 	n.mu.Unlock()
+	defer n.runWG.Done()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(n.ctx, cancel) // Close ends Run too
@@ -465,11 +468,14 @@ func (n *Node) becomeReady() {
 	})
 }
 
-// Close stops the node: the P2P host (after saying goodbye on mDNS), then
-// the store. Run returns when Close begins. Close is idempotent.
+// Close stops the node: Run (it waits for it to return), the P2P host
+// (after saying goodbye on mDNS), then the store. Close is idempotent.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
-		n.cancel()
+		n.mu.Lock()
+		n.cancel() // under mu: no Run or background task starts after
+		n.mu.Unlock()
+		n.runWG.Wait()
 		if n.disc != nil {
 			n.disc.Close()
 		}
@@ -505,9 +511,6 @@ func (n *Node) emit(ev Event) { n.events.push(ev) }
 // before, so that a command's answer follows what the command caused
 // (the REPL's done after the conversation it created).
 func (n *Node) Report(ev Event) { n.emit(ev) }
-
-// emitErr reports err as an Error event.
-func (n *Node) emitErr(err error) { n.emit(ErrorEvent(err)) }
 
 // ---- the home server side ----
 

@@ -206,7 +206,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	for _, c := range m.convs {
 		if c.status == StatusActive && c.g != nil {
 			m.kickLocked(c)
-			if len(c.g.Proposals()) == 0 {
+			if len(c.g.Proposals()) == 0 && m.hasHeld(c) {
 				if err := m.update(c, func(tx *bolt.Tx) error { return m.flushHeldTx(tx, c) }); err != nil {
 					m.log.Error("sending held texts", "err", err)
 				}
@@ -765,6 +765,16 @@ func (m *Manager) flushHeldTx(tx *bolt.Tx, c *conv) error {
 		}
 	}
 	return nil
+}
+
+func (m *Manager) hasHeld(c *conv) bool {
+	var held bool
+	m.db.View(func(tx *bolt.Tx) error {
+		k, _ := tx.Bucket(bucketHeld).Cursor().Seek(groupPrefix(c.id))
+		held = k != nil && bytes.HasPrefix(k, groupPrefix(c.id))
+		return nil
+	})
+	return held
 }
 
 func (m *Manager) dropHeldTx(tx *bolt.Tx, c *conv) error {

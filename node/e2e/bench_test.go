@@ -126,6 +126,7 @@ func BenchmarkFailover(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		direct(i)
+		alice.forget("peer")
 		b.StartTimer()
 		if err := l.Block(ctx, 0, 1); err != nil {
 			b.Fatal(err)
@@ -140,6 +141,7 @@ func BenchmarkFailover(b *testing.B) {
 		}
 		b.StopTimer()
 		alice.wait("link down", func(e event) bool { return e.Type == "peer" && e.User == "bob" && e.Link == "down" })
+		alice.forget("peer")
 		if err := l.Unblock(ctx, 0, 1); err != nil {
 			b.Fatal(err)
 		}

@@ -176,21 +176,23 @@ func TestFailover(t *testing.T) {
 	// direct before cutting the path.
 	directRun := func(prefix string) {
 		t.Helper()
-		run := 0
-		for i := 0; run < 3; i++ {
-			if i == 20 {
-				t.Fatalf("%s: 20 messages and never 3 in a row direct", prefix)
+		deadline := time.Now().Add(waitLimit)
+		for i, run := 0, 0; run < 3; i++ {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: never 3 messages in a row direct within %v", prefix, waitLimit)
 			}
 			if m := send(fmt.Sprint(prefix, i), ""); m.Via == "direct" {
 				run++
 			} else {
 				run = 0
+				time.Sleep(200 * time.Millisecond) // a failed direct try rests the path for a while
 			}
 		}
 	}
 	directRun("before the cut ")
 
 	ctx := lantest.Context(t, time.Minute)
+	alice.forget("peer") // link changes seen so far are not the cut's
 	if err := l.Block(ctx, 0, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -201,6 +203,7 @@ func TestFailover(t *testing.T) {
 	// Wait until the link has been seen to fail, so that its return is a
 	// new link.
 	alice.wait("link to bob down", func(e event) bool { return e.Type == "peer" && e.User == "bob" && e.Link == "down" })
+	alice.forget("peer")
 	if err := l.Unblock(ctx, 0, 1); err != nil {
 		t.Fatal(err)
 	}

@@ -279,15 +279,7 @@ func (c *chat) got(conv, text string) event {
 // list runs /list and returns the conversations it shows.
 func (c *chat) list() []event {
 	c.t.Helper()
-	c.mu.Lock() // drop earlier conversation events: /list's come after
-	kept := c.events[:0]
-	for _, e := range c.events {
-		if e.Type != "conversation" {
-			kept = append(kept, e)
-		}
-	}
-	c.events = kept
-	c.mu.Unlock()
+	c.forget("conversation") // /list's come after
 	c.do("/list")
 	var out []event
 	for {
@@ -300,6 +292,20 @@ func (c *chat) list() []event {
 		}
 		out = append(out, e)
 	}
+}
+
+// forget drops the queued events of one type, so that a wait sees only
+// later ones.
+func (c *chat) forget(typ string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	kept := c.events[:0]
+	for _, e := range c.events {
+		if e.Type != typ {
+			kept = append(kept, e)
+		}
+	}
+	c.events = kept
 }
 
 // drop forgets the events read so far (benchmarks: keep memory flat).
