@@ -129,6 +129,7 @@ type Node struct {
 	convCache map[string]conv.Conversation
 	resolving map[string]bool
 	static    map[peer.ID]bool // peers given by Config.Peers or AddPeer
+	conflicts map[string]bool  // name + identity claims already reported
 	running   bool
 
 	startupErrs []Event // reported when Run starts
@@ -173,6 +174,7 @@ func Open(ctx context.Context, cfg Config) (n *Node, err error) {
 		convCache: make(map[string]conv.Conversation),
 		resolving: make(map[string]bool),
 		static:    make(map[peer.ID]bool),
+		conflicts: make(map[string]bool),
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.db, err = bolt.Open(filepath.Join(cfg.DataDir, DBFile), 0o600, &bolt.Options{Timeout: time.Second})

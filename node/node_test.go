@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -375,5 +376,34 @@ func TestSimultaneousDM(t *testing.T) {
 		if n := len(alice.n.Conversations()); n != 1 {
 			t.Fatalf("alice has %d conversations", n)
 		}
+	}
+}
+
+// TestNameClaimedTwice: a name already bound is not rebound to another
+// identity; the user is told once per claimant.
+func TestNameClaimedTwice(t *testing.T) {
+	leakCheck(t)
+	alice := newNode(t, "alice", nil)
+	bob, mallory := make([]byte, 32), make([]byte, 32)
+	bob[0], mallory[0] = 1, 2
+	if !alice.n.bind("bob", bob) {
+		t.Fatal("first binding refused")
+	}
+	for range 3 {
+		if alice.n.bind("bob", mallory) {
+			t.Fatal("rebinding accepted")
+		}
+	}
+	e := wait(alice, "conflict", func(e Error) bool { return e.Code == "permission-denied" })
+	if !strings.Contains(e.Message, `"bob"`) {
+		t.Fatalf("error %+v", e)
+	}
+	alice.n.Report(Server{State: "marker"}) // events keep their order: repeats would come before it
+	wait(alice, "marker", func(s Server) bool { return s.State == "marker" })
+	if errs := alice.errors(); len(errs) != 0 {
+		t.Fatalf("told %d more times: %+v", len(errs), errs)
+	}
+	if id, _ := alice.n.resolve(context.Background(), "bob"); string(id) != string(bob) {
+		t.Fatal("bob resolves to the claimant")
 	}
 }

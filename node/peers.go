@@ -137,6 +137,13 @@ func (n *Node) bind(name string, identity ed25519.PublicKey) bool {
 	err := n.names.Bind(name, identity)
 	switch {
 	case errors.Is(err, names.ErrConflict):
+		n.mu.Lock()
+		told := n.conflicts[name+"\x00"+string(identity)]
+		n.conflicts[name+"\x00"+string(identity)] = true
+		n.mu.Unlock()
+		if told { // mDNS repeats the claim with every announcement
+			return false
+		}
 		n.log.Warn("name claimed by another identity", "name", name, "identity", shortID(identity))
 		n.emit(Error{Code: "permission-denied", Message: fmt.Sprintf(
 			"%q is known as identity %s, but identity %s now claims it; keeping the first (compare fingerprints with /whoami)",
