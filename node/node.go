@@ -122,6 +122,7 @@ type Node struct {
 
 	readyOnce sync.Once
 	closeOnce sync.Once
+	stockMu   sync.Mutex // serializes KeyPackage refills
 
 	mu        sync.Mutex // guards the fields below
 	links     map[string]p2p.LinkState
@@ -439,6 +440,7 @@ func (n *Node) Run(ctx context.Context) error {
 	goRun("outbox", n.outbox.Run)
 	goRun("conversations", n.convs.Run)
 	goRun("P2P inbox", n.readP2PInbox)
+	goRun("KeyPackage stock", n.keepStock)
 	for _, p := range n.cfg.Peers {
 		n.AddPeer(p)
 	}
@@ -573,6 +575,8 @@ var _ p2p.Directory = directory{}
 
 // topUpPeers refills the KeyPackages this node serves over the P2P link.
 func (n *Node) topUpPeers() error {
+	n.stockMu.Lock()
+	defer n.stockMu.Unlock()
 	have, err := n.pstore.KeyPackageCount()
 	if err != nil || have >= n.cfg.KeyPackages {
 		return err
@@ -584,10 +588,32 @@ func (n *Node) topUpPeers() error {
 	return n.pstore.AddKeyPackages(kps...)
 }
 
+// StockCheck is how often the KeyPackages served over the P2P link are
+// counted and refilled: peers may take some without ever sending a
+// Welcome, which no other event reveals.
+const StockCheck = 30 * time.Second
+
+func (n *Node) keepStock(ctx context.Context) error {
+	t := time.NewTicker(StockCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			if err := n.topUpPeers(); err != nil {
+				n.log.Warn("refilling KeyPackages", "err", err)
+			}
+		}
+	}
+}
+
 // topUpServer refills the KeyPackages at the home server. The server does
 // not say how many it still holds; the node counts those it uploaded and
 // no Welcome has used.
 func (n *Node) topUpServer(ctx context.Context, c *rpc.Client) error {
+	n.stockMu.Lock()
+	defer n.stockMu.Unlock()
 	have, err := n.keys.Count(keys.PlaceServer)
 	if err != nil || have >= n.cfg.KeyPackages {
 		return err
