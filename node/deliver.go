@@ -118,13 +118,25 @@ func (n *Node) enqueueDirect(ctx context.Context, to ed25519.PublicKey, sealed [
 // of the peer itself over the P2P link (its own answer, authenticated by
 // the link), else of the home server.
 func (n *Node) hybridKey(ctx context.Context, identity ed25519.PublicKey) (*seal.PublicKey, error) {
+	n.mu.Lock()
+	k := n.hybridKeys[string(identity)]
+	n.mu.Unlock()
+	if k != nil {
+		return k, nil // parsed once: parsing an ML-KEM key is not free
+	}
 	var raw []byte
 	n.db.View(func(tx *bolt.Tx) error {
 		raw = append(raw, tx.Bucket(bucketHybrid).Get(identity)...)
 		return nil
 	})
 	if raw != nil {
-		return seal.ParsePublicKey(raw)
+		k, err := seal.ParsePublicKey(raw)
+		if err == nil {
+			n.mu.Lock()
+			n.hybridKeys[string(identity)] = k
+			n.mu.Unlock()
+		}
+		return k, err
 	}
 	var errs []error
 	if n.directAllowed(identity) {
@@ -166,5 +178,10 @@ func (n *Node) storeHybrid(identity ed25519.PublicKey, raw []byte) (*seal.Public
 		return nil, fmt.Errorf("hybrid key of %s: %w", shortID(identity), err)
 	}
 	err = n.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketHybrid).Put(identity, k.Bytes()) })
+	if err == nil {
+		n.mu.Lock()
+		n.hybridKeys[string(identity)] = k
+		n.mu.Unlock()
+	}
 	return k, err
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/quicproquo/qpq/p2p/peersvc"
 	"github.com/quicproquo/qpq/rpc"
 	"github.com/quicproquo/qpq/rpc/errcode"
+	"github.com/quicproquo/qpq/seal"
 )
 
 // DBFile is the node's bbolt file in its data directory.
@@ -131,7 +132,9 @@ type Node struct {
 	resolving map[string]bool
 	static    map[peer.ID]bool // peers given by Config.Peers or AddPeer
 	conflicts map[string]bool  // name + identity claims already reported
-	running   bool
+	// hybridKeys caches parsed keys of node.hybrid (which never change).
+	hybridKeys map[string]*seal.PublicKey
+	running    bool
 
 	startupErrs []Event // reported when Run starts
 }
@@ -176,6 +179,8 @@ func Open(ctx context.Context, cfg Config) (n *Node, err error) {
 		resolving: make(map[string]bool),
 		static:    make(map[peer.ID]bool),
 		conflicts: make(map[string]bool),
+
+		hybridKeys: make(map[string]*seal.PublicKey),
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.db, err = bolt.Open(filepath.Join(cfg.DataDir, DBFile), 0o600, &bolt.Options{Timeout: time.Second})
