@@ -135,11 +135,7 @@ func (n *Node) CreateGroup(name string) (Conversation, error) {
 
 // Invite adds user name to the group conversation.
 func (n *Node) Invite(ctx context.Context, conversation, name string) error {
-	c, err := n.find(conversation)
-	if err != nil {
-		return err
-	}
-	peer, err := n.resolve(ctx, name)
+	c, peer, err := n.findWithPeer(ctx, conversation, name)
 	if err != nil {
 		return err
 	}
@@ -155,15 +151,22 @@ func (n *Node) Invite(ctx context.Context, conversation, name string) error {
 
 // Remove removes user name from the conversation.
 func (n *Node) Remove(ctx context.Context, conversation, name string) error {
-	c, err := n.find(conversation)
-	if err != nil {
-		return err
-	}
-	peer, err := n.resolve(ctx, name)
+	c, peer, err := n.findWithPeer(ctx, conversation, name)
 	if err != nil {
 		return err
 	}
 	return n.convs.Remove(c.ID, peer)
+}
+
+// findWithPeer returns the conversation shown as conversation and the
+// identity of user name.
+func (n *Node) findWithPeer(ctx context.Context, conversation, name string) (conv.Conversation, ed25519.PublicKey, error) {
+	c, err := n.find(conversation)
+	if err != nil {
+		return conv.Conversation{}, nil, err
+	}
+	peer, err := n.resolve(ctx, name)
+	return c, peer, err
 }
 
 // Leave leaves the conversation.

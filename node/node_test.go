@@ -31,9 +31,7 @@ type tnode struct {
 	srv  *nodetest.Server
 	n    *Node
 
-	mu     sync.Mutex
-	events []Event
-	evCh   chan struct{}
+	log    nodetest.Log[Event]
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -55,14 +53,13 @@ func benchNode(t testing.TB, name string, srv ...*nodetest.Server) *tnode {
 func (tn *tnode) start() {
 	t := tn.t
 	t.Helper()
-	tn.evCh = make(chan struct{}, 1)
 	cfg := Config{
 		DataDir:     tn.dir,
 		Username:    tn.name,
 		NoMDNS:      true, // never multicast outside a namespace
 		ListenAddrs: []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/udp/0/quic-v1")},
 		Link:        p2p.LinkConfig{Heartbeat: 200 * time.Millisecond, DeadAfter: time.Second, RedialMax: time.Second},
-		OnEvent:     tn.onEvent,
+		OnEvent:     tn.log.Add,
 	}
 	if tn.srv != nil {
 		cfg.Server = tn.srv.Addr
@@ -89,56 +86,23 @@ func (tn *tnode) stop() {
 
 func (tn *tnode) restart() {
 	tn.stop()
-	tn.mu.Lock()
-	tn.events = nil
-	tn.mu.Unlock()
+	tn.log.Reset()
 	tn.start()
 }
 
-func (tn *tnode) onEvent(ev Event) {
-	tn.mu.Lock()
-	tn.events = append(tn.events, ev)
-	tn.mu.Unlock()
-	select {
-	case tn.evCh <- struct{}{}:
-	default:
-	}
-}
-
-// wait returns (and removes) the first event match accepts.
+// wait returns (and removes) the first event of type T match accepts.
 func wait[T Event](tn *tnode, what string, match func(T) bool) T {
 	tn.t.Helper()
-	deadline := time.After(waitLimit)
-	for {
-		tn.mu.Lock()
-		for i, ev := range tn.events {
-			if e, ok := ev.(T); ok && (match == nil || match(e)) {
-				tn.events = append(tn.events[:i:i], tn.events[i+1:]...)
-				tn.mu.Unlock()
-				return e
-			}
-		}
-		tn.mu.Unlock()
-		select {
-		case <-tn.evCh:
-		case <-deadline:
-			tn.mu.Lock()
-			var seen []string
-			for _, ev := range tn.events {
-				b, _ := MarshalEvent(ev)
-				seen = append(seen, string(b))
-			}
-			tn.mu.Unlock()
-			tn.t.Fatalf("%s: no %s; events: %v", tn.name, what, seen)
-		}
-	}
+	ev := tn.log.Wait(tn.t, tn.name+": "+what, waitLimit, func(ev Event) bool {
+		e, ok := ev.(T)
+		return ok && (match == nil || match(e))
+	})
+	return ev.(T)
 }
 
 func (tn *tnode) errors() []Error {
-	tn.mu.Lock()
-	defer tn.mu.Unlock()
 	var out []Error
-	for _, ev := range tn.events {
+	for _, ev := range tn.log.All() {
 		if e, ok := ev.(Error); ok {
 			out = append(out, e)
 		}
@@ -266,13 +230,11 @@ func TestServerDM(t *testing.T) {
 		t.Fatal(err)
 	}
 	alice.waitText("bob", "back")
-	bob.mu.Lock()
-	for _, ev := range bob.events {
+	for _, ev := range bob.log.All() {
 		if m, ok := ev.(Message); ok {
 			t.Errorf("bob: extra message %+v", m)
 		}
 	}
-	bob.mu.Unlock()
 }
 
 // TestGroupOverLinks: three linked nodes make a group, talk, restart one,

@@ -17,6 +17,7 @@ import (
 
 	"github.com/quicproquo/qpq/mls"
 	"github.com/quicproquo/qpq/node/history"
+	"github.com/quicproquo/qpq/node/internal/nodetest"
 	"github.com/quicproquo/qpq/node/keys"
 	"github.com/quicproquo/qpq/node/outbox"
 )
@@ -59,9 +60,7 @@ type tnode struct {
 	m      *Manager
 	cancel context.CancelFunc
 
-	mu     sync.Mutex // guards events
-	events []Event
-	evCh   chan struct{}
+	log nodetest.Log[Event]
 }
 
 func newNet(t testing.TB) *net {
@@ -98,8 +97,7 @@ func (tn *tnode) open() {
 	if tn.out, err = outbox.New(tn.db, outbox.DeliverFunc(tn.deliver), outbox.Config{MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
-	tn.evCh = make(chan struct{}, 1)
-	tn.m, err = New(Config{DB: tn.db, Keys: tn.keys, Outbox: tn.out, History: tn.hist, CommitDelay: time.Millisecond, OnEvent: tn.onEvent})
+	tn.m, err = New(Config{DB: tn.db, Keys: tn.keys, Outbox: tn.out, History: tn.hist, CommitDelay: time.Millisecond, OnEvent: tn.log.Add})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,20 +123,8 @@ func (tn *tnode) close() {
 // restart closes the node and opens it again from its data.
 func (tn *tnode) restart() {
 	tn.close()
-	tn.mu.Lock()
-	tn.events = nil
-	tn.mu.Unlock()
+	tn.log.Reset()
 	tn.open()
-}
-
-func (tn *tnode) onEvent(ev Event) {
-	tn.mu.Lock()
-	tn.events = append(tn.events, ev)
-	tn.mu.Unlock()
-	select {
-	case tn.evCh <- struct{}{}:
-	default:
-	}
 }
 
 func (tn *tnode) deliver(_ context.Context, it outbox.Item) (string, error) {
@@ -176,6 +162,29 @@ func (tn *tnode) handle(via string, data []byte) error {
 	return tn.m.Handle(via, data)
 }
 
+// hold stops automatic delivery: what outboxes deliver waits in pending.
+func (n *net) hold() {
+	n.mu.Lock()
+	n.auto = false
+	n.mu.Unlock()
+}
+
+// held waits until at least count deliveries are pending, and takes them.
+func (n *net) held(count int) []delivery {
+	n.t.Helper()
+	var got []delivery
+	for deadline := time.Now().Add(waitLimit); len(got) < count; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			n.t.Fatalf("%d deliveries, want %d", len(got), count)
+		}
+		n.mu.Lock()
+		got = append(got, n.pending...)
+		n.pending = nil
+		n.mu.Unlock()
+	}
+	return got
+}
+
 // kp makes a KeyPackage of tn as a peer would fetch it.
 func (tn *tnode) kp() *mls.KeyPackage {
 	t := tn.n.t
@@ -192,25 +201,8 @@ func (tn *tnode) kp() *mls.KeyPackage {
 
 // waitEvent waits for an event match accepts and removes it.
 func (tn *tnode) waitEvent(what string, match func(Event) bool) Event {
-	t := tn.n.t
-	t.Helper()
-	deadline := time.After(waitLimit)
-	for {
-		tn.mu.Lock()
-		for i, ev := range tn.events {
-			if match(ev) {
-				tn.events = append(tn.events[:i:i], tn.events[i+1:]...)
-				tn.mu.Unlock()
-				return ev
-			}
-		}
-		tn.mu.Unlock()
-		select {
-		case <-tn.evCh:
-		case <-deadline:
-			t.Fatalf("%s: no %s", tn.name, what)
-		}
-	}
+	tn.n.t.Helper()
+	return tn.log.Wait(tn.n.t, tn.name+": "+what, waitLimit, match)
 }
 
 func (tn *tnode) waitText(text string) history.Message {
@@ -233,10 +225,8 @@ func (tn *tnode) waitConv(id []byte, what string, check func(Conversation) bool)
 }
 
 func (tn *tnode) texts() []string {
-	tn.mu.Lock()
-	defer tn.mu.Unlock()
 	var out []string
-	for _, ev := range tn.events {
+	for _, ev := range tn.log.All() {
 		if r, ok := ev.(Received); ok {
 			out = append(out, r.Message.Text)
 		}
@@ -245,10 +235,8 @@ func (tn *tnode) texts() []string {
 }
 
 func (tn *tnode) problems() []Problem {
-	tn.mu.Lock()
-	defer tn.mu.Unlock()
 	var out []Problem
-	for _, ev := range tn.events {
+	for _, ev := range tn.log.All() {
 		if p, ok := ev.(Problem); ok {
 			out = append(out, p)
 		}
@@ -360,27 +348,14 @@ func TestFutureEpochKeptForLater(t *testing.T) {
 	alice, bob, carol := n.add("alice"), n.add("bob"), n.add("carol")
 	id := group(t, "later", alice, bob)
 
-	n.mu.Lock()
-	n.auto = false
-	n.mu.Unlock()
+	n.hold()
 	if err := alice.m.Invite(id, carol.kp()); err != nil {
 		t.Fatal(err)
 	}
 	alice.send(id, "to all three")
 	// Two items per recipient: commit, then text to bob; Welcome, then
 	// text to carol. Deliver each recipient's in reverse.
-	var got []delivery
-	deadline := time.Now().Add(waitLimit)
-	for len(got) < 4 && time.Now().Before(deadline) {
-		n.mu.Lock()
-		got = append(got, n.pending...)
-		n.pending = nil
-		n.mu.Unlock()
-		time.Sleep(time.Millisecond)
-	}
-	if len(got) != 4 {
-		t.Fatalf("%d deliveries, want 4", len(got))
-	}
+	got := n.held(4)
 	for i := len(got) - 1; i >= 0; i-- {
 		if err := got[i].to.handle("direct", got[i].item.Data); err != nil {
 			t.Fatal(err)
@@ -450,22 +425,11 @@ func TestRemovedCannotRead(t *testing.T) {
 	carol.waitConv(id, "carol removed", func(c Conversation) bool { return c.Status == StatusRemoved })
 	bob.waitConv(id, "carol gone", members(2))
 
-	n.mu.Lock()
-	n.auto = false
-	n.mu.Unlock()
+	n.hold()
 	alice.send(id, "carol must not read this")
-	var d delivery
-	for deadline := time.Now().Add(waitLimit); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		n.mu.Lock()
-		if len(n.pending) > 0 {
-			d = n.pending[0]
-		}
-		n.mu.Unlock()
-		if d.to != nil {
-			break
-		}
-	}
-	if d.to != bob {
+	ds := n.held(1)
+	d := ds[0]
+	if len(ds) != 1 || d.to != bob {
 		t.Fatalf("message queued for %v, want only bob", d.to)
 	}
 	// Hand carol bob's copy anyway.
@@ -515,9 +479,7 @@ func TestConflictingCommitReported(t *testing.T) {
 	alice, bob, carol := n.add("alice"), n.add("bob"), n.add("carol")
 	id := group(t, "race", alice, bob, carol)
 
-	n.mu.Lock()
-	n.auto = false
-	n.mu.Unlock()
+	n.hold()
 	if err := alice.m.UpdateKey(id); err != nil { // the committer's
 		t.Fatal(err)
 	}
@@ -527,13 +489,7 @@ func TestConflictingCommitReported(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ds []delivery
-	for deadline := time.Now().Add(waitLimit); len(ds) < 4 && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		n.mu.Lock()
-		ds = append(ds, n.pending...)
-		n.pending = nil
-		n.mu.Unlock()
-	}
+	ds := n.held(4)
 	for _, d := range ds { // alice's first
 		if d.from == alice && d.to == carol {
 			carol.handle("direct", d.item.Data)
@@ -615,9 +571,7 @@ func FuzzHandle(f *testing.F) {
 	n := newNet(f)
 	alice, bob, carol := n.add("alice"), n.add("bob"), n.add("carol")
 	id := group(f, "fuzz", alice, bob)
-	n.mu.Lock()
-	n.auto = false
-	n.mu.Unlock()
+	n.hold()
 	if err := bob.m.Invite(id, carol.kp()); err != nil { // a proposal
 		f.Fatal(err)
 	}
@@ -627,22 +581,9 @@ func FuzzHandle(f *testing.F) {
 	if _, err := alice.m.Send(id, "seed"); err != nil { // held until the commit… or sent
 		f.Fatal(err)
 	}
-	deadline := time.Now().Add(waitLimit)
-	for {
-		n.mu.Lock()
-		got := len(n.pending)
-		n.mu.Unlock()
-		if got >= 3 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
-	n.mu.Lock()
-	for _, d := range n.pending {
+	for _, d := range n.held(3) {
 		f.Add(d.item.Data)
 	}
-	n.pending = nil
-	n.mu.Unlock()
 	f.Add([]byte{})
 	victim := n.add("victim")
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -23,15 +23,8 @@ import (
 //	go test -run '^$' -bench LANDirect -benchtime 500x ./node/e2e
 func BenchmarkLANDirect(b *testing.B) {
 	l := lantest.New(b, 2)
-	alice, bob := startChat(b, l, 0, "alice", ""), startChat(b, l, 1, "bob", "")
-	alice.ready()
-	bob.ready()
-	alice.sees("bob")
-	bob.sees("alice")
-	alice.command("/dm bob")
-	bob.command("/dm alice")
-	alice.conv("bob", members(2))
-	bob.conv("alice", members(2))
+	alice, bob := linkedPair(b, l, "")
+	dm(b, alice, bob)
 	for i := range 20 { // warm up: connections, caches
 		alice.say(fmt.Sprint("warm ", i))
 		bob.got("alice", fmt.Sprint("warm ", i))
@@ -97,16 +90,8 @@ func benchDB(b *testing.B) *bolt.DB {
 //	go test -run '^$' -bench Failover -benchtime 10x ./node/e2e
 func BenchmarkFailover(b *testing.B) {
 	l := lantest.New(b, 3)
-	srv := server(b, l, 2)
-	alice, bob := startChat(b, l, 0, "alice", srv), startChat(b, l, 1, "bob", srv)
-	alice.ready()
-	bob.ready()
-	alice.sees("bob")
-	bob.sees("alice")
-	alice.command("/dm bob")
-	bob.command("/dm alice")
-	alice.conv("bob", members(2))
-	bob.conv("alice", members(2))
+	alice, bob := linkedPair(b, l, server(b, l, 2))
+	dm(b, alice, bob)
 	ctx := lantest.Context(b, time.Hour)
 	direct := func(round int) {
 		for i := 0; ; i++ {

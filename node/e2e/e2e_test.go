@@ -6,12 +6,25 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quicproquo/qpq/internal/lan"
 	"github.com/quicproquo/qpq/internal/lan/lantest"
 )
 
+// linkedPair starts alice and bob in namespaces 0 and 1 (with the home
+// server srv unless empty) and waits until they are ready and linked.
+func linkedPair(t testing.TB, l *lan.LAN, srv string) (alice, bob *chat) {
+	t.Helper()
+	alice, bob = startChat(t, l, 0, "alice", srv), startChat(t, l, 1, "bob", srv)
+	alice.ready()
+	bob.ready()
+	alice.sees("bob")
+	bob.sees("alice")
+	return alice, bob
+}
+
 // dm opens the DM between a and b from both sides and waits until both
 // are in it.
-func dm(t *testing.T, a, b *chat) {
+func dm(t testing.TB, a, b *chat) {
 	t.Helper()
 	a.command("/dm " + b.user)
 	b.command("/dm " + a.user)
@@ -151,13 +164,7 @@ func TestOfflineThroughServer(t *testing.T) {
 // it (target < 2 s).
 func TestFailover(t *testing.T) {
 	l := newLAN(t, 4)
-	srv := server(t, l, 3)
-	alice, bob := startChat(t, l, 0, "alice", srv), startChat(t, l, 1, "bob", srv)
-	for _, c := range []*chat{alice, bob} {
-		c.ready()
-	}
-	alice.sees("bob")
-	bob.sees("alice")
+	alice, bob := linkedPair(t, l, server(t, l, 3))
 	dm(t, alice, bob)
 	var want []string
 	send := func(text, via string) event {
@@ -218,13 +225,7 @@ func TestFailover(t *testing.T) {
 // moment: exactly one group, and both can talk.
 func TestSimultaneousDM(t *testing.T) {
 	l := newLAN(t, 4)
-	srv := server(t, l, 3)
-	alice, bob := startChat(t, l, 0, "alice", srv), startChat(t, l, 1, "bob", srv)
-	for _, c := range []*chat{alice, bob} {
-		c.ready()
-	}
-	alice.sees("bob")
-	bob.sees("alice")
+	alice, bob := linkedPair(t, l, server(t, l, 3))
 	var wg sync.WaitGroup
 	for _, p := range [][2]*chat{{alice, bob}, {bob, alice}} {
 		wg.Add(1)

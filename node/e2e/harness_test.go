@@ -316,25 +316,17 @@ func (c *chat) drop() {
 }
 
 // messages returns every message event c printed (all runs).
-func (c *chat) messages() []event {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out []event
-	for _, e := range c.all {
-		if e.Type == "message" {
-			out = append(out, e)
-		}
-	}
-	return out
-}
+func (c *chat) messages() []event { return c.printed("message") }
 
 // errors returns every error event c printed (all runs).
-func (c *chat) errors() []event {
+func (c *chat) errors() []event { return c.printed("error") }
+
+func (c *chat) printed(typ string) []event {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []event
 	for _, e := range c.all {
-		if e.Type == "error" {
+		if e.Type == typ {
 			out = append(out, e)
 		}
 	}
