@@ -37,11 +37,13 @@ type Peer struct {
 type Conversation struct {
 	Name    string   `json:"name"`
 	Members []string `json:"members"`
-	Epoch   uint64   `json:"epoch"`
-	Kind    string   `json:"kind"`   // "dm" or "group"
-	Status  string   `json:"status"` // "active", "waiting", "left", "removed"
-	ID      string   `json:"id"`     // hex of the MLS group id
-	Current bool     `json:"current,omitempty"`
+	// MemberIDs are the members' identity keys (hex), in the same order.
+	MemberIDs []string `json:"member_ids"`
+	Epoch     uint64   `json:"epoch"`
+	Kind      string   `json:"kind"`   // "dm" or "group"
+	Status    string   `json:"status"` // "active", "waiting", "left", "removed"
+	ID        string   `json:"id"`     // hex of the MLS group id
+	Current   bool     `json:"current,omitempty"`
 }
 
 // Message: a message arrived (each once, whichever path brought it).

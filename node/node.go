@@ -714,13 +714,25 @@ func fingerprint(identity []byte) string {
 	return h[0:4] + " " + h[4:8] + " " + h[8:12] + " " + h[12:16]
 }
 
+// Fingerprint returns the short form of an identity key given in hex (as
+// in events) that people compare: 4 groups of 4 hex digits, or "" if it
+// is not an identity key.
+func Fingerprint(identityHex string) string {
+	id, err := hex.DecodeString(identityHex)
+	if err != nil || len(id) != ed25519.PublicKeySize {
+		return ""
+	}
+	return fingerprint(id)
+}
+
 func (n *Node) convEvent(c conv.Conversation) Conversation {
 	ev := Conversation{
 		Name: n.convNameByID(c.ID), Epoch: c.Epoch, Kind: c.Kind.String(), Status: c.Status.String(),
-		ID: hex.EncodeToString(c.ID), Members: []string{},
+		ID: hex.EncodeToString(c.ID), Members: []string{}, MemberIDs: []string{},
 	}
 	for _, m := range c.Members {
 		ev.Members = append(ev.Members, n.nameOf(m))
+		ev.MemberIDs = append(ev.MemberIDs, hex.EncodeToString(m))
 	}
 	return ev
 }

@@ -432,10 +432,17 @@ func (r *REPL) human(ev node.Event) string {
 	case node.Ready:
 		return r.color(green, fmt.Sprintf("ready: you are %s — type /help\n", ev.User))
 	case node.Peer:
-		return r.color(dim, fmt.Sprintf("peer %s: %s\n", ev.User, ev.Link))
+		return r.color(dim, fmt.Sprintf("peer %s (%s): %s\n", ev.User, node.Fingerprint(ev.Identity), ev.Link))
 	case node.Conversation:
+		members := make([]string, len(ev.Members))
+		for i, m := range ev.Members {
+			members[i] = m
+			if i < len(ev.MemberIDs) {
+				members[i] += " (" + node.Fingerprint(ev.MemberIDs[i]) + ")"
+			}
+		}
 		return fmt.Sprintf("%s %s (%s, %s, epoch %d): %s\n", r.color(bold, "["+ev.Name+"]"), ev.Kind, ev.Status,
-			shortHex(ev.ID), ev.Epoch, strings.Join(ev.Members, ", "))
+			shortHex(ev.ID), ev.Epoch, strings.Join(members, ", "))
 	case node.Message:
 		return fmt.Sprintf("%s %s %s\n", r.color(bold, "["+ev.Conversation+"]"), r.color(cyan, ev.From+":"), ev.Text)
 	case node.History:
