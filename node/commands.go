@@ -33,7 +33,7 @@ func (n *Node) DM(ctx context.Context, name string) (Conversation, error) {
 	if bytes.Equal(peer, n.self) {
 		return Conversation{}, fmt.Errorf("%w: that is you", conv.ErrInvalid)
 	}
-	if c, ok := n.convs.Get(n.convs.DMID(peer)); ok && c.Status == conv.StatusActive {
+	if c, ok := n.convs.Get(n.convs.DMID(peer)); ok && c.Status == conv.StatusActive && len(c.Members) == 2 {
 		ev := n.convEvent(c)
 		n.emit(ev) // nothing changed: say where it stands
 		return ev, nil

@@ -597,3 +597,33 @@ func FuzzHandle(f *testing.F) {
 		}
 	})
 }
+
+// TestDMAgainAfterLeaving: a DM one side left is over; opening it again
+// makes a new group both are in.
+func TestDMAgainAfterLeaving(t *testing.T) {
+	n := newNet(t)
+	alice, bob := n.add("alice"), n.add("bob")
+	dm, err := alice.m.CreateDM(bob.id, bob.kp())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob.waitConv(dm.ID, "DM", members(2))
+	if err := alice.m.Leave(dm.ID); err != nil { // alice commits at leaf 0: bob commits her removal
+		t.Fatal(err)
+	}
+	alice.waitConv(dm.ID, "left", func(c Conversation) bool { return c.Status == StatusLeft })
+	bob.waitConv(dm.ID, "alone", members(1))
+	if _, err := bob.m.ExpectDM(alice.id); err != nil {
+		t.Fatal(err)
+	}
+	again, err := alice.m.CreateDM(bob.id, bob.kp())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(again.ID, dm.ID) || len(again.Members) != 2 {
+		t.Fatalf("DM again: %+v", again)
+	}
+	bob.waitConv(dm.ID, "DM again", members(2))
+	alice.send(dm.ID, "hello again")
+	bob.waitText("hello again")
+}

@@ -96,7 +96,7 @@ func (m *Manager) joinLocked(w *mls.Welcome) error {
 		}
 	}
 	consume := func(tx *bolt.Tx) error { return m.cfg.Keys.ConsumeTx(tx, ref) }
-	if old := m.convs[string(id)]; old != nil && old.status == StatusActive {
+	if old := m.convs[string(id)]; old != nil && old.status == StatusActive && (old.kind != KindDirect || old.liveDM()) {
 		// Already in it: nothing to join; the KeyPackage is spent anyway.
 		m.log.Info("ignoring a Welcome to a group this node is in", "group", short(id))
 		return m.db.Update(consume)

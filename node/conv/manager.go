@@ -552,7 +552,7 @@ func (m *Manager) CreateDM(peer ed25519.PublicKey, kp *mls.KeyPackage) (Conversa
 	id := m.DMID(peer)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if c := m.convs[string(id)]; c != nil && c.status == StatusActive {
+	if c := m.convs[string(id)]; c.liveDM() {
 		return c.snapshot(), nil
 	}
 	g, err := m.newGroup(id, Info{Kind: KindDirect})
@@ -582,7 +582,7 @@ func (m *Manager) ExpectDM(peer ed25519.PublicKey) (Conversation, error) {
 	id := m.DMID(peer)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if c := m.convs[string(id)]; c != nil && (c.status == StatusActive || c.status == StatusWaiting) {
+	if c := m.convs[string(id)]; c.liveDM() || c != nil && c.status == StatusWaiting {
 		return c.snapshot(), nil
 	}
 	c := &conv{id: id, record: record{kind: KindDirect, status: StatusWaiting, peer: bytes.Clone(peer)}}
@@ -629,6 +629,13 @@ func (m *Manager) Invite(id []byte, kp *mls.KeyPackage) error {
 		return fmt.Errorf("%w: already a member", ErrExists)
 	}
 	return m.changeLocked(c, &mls.AddProposal{KeyPackage: *kp})
+}
+
+// liveDM reports whether c is a DM this node and its peer are both in. A
+// DM the peer has left is over: opening it again starts a new group (with
+// the same id).
+func (c *conv) liveDM() bool {
+	return c != nil && c.status == StatusActive && c.g != nil && len(c.g.Members()) == 2
 }
 
 func (c *conv) leafOf(identity []byte) (mls.LeafIndex, bool) {
