@@ -578,10 +578,22 @@ var _ p2p.Directory = directory{}
 
 // ---- key packages ----
 
-// topUpPeers refills the KeyPackages this node serves over the P2P link.
+// topUpPeers refills the KeyPackages this node serves over the P2P link,
+// and makes its last-resort one if it has none.
 func (n *Node) topUpPeers() error {
 	n.stockMu.Lock()
 	defer n.stockMu.Unlock()
+	if last, err := n.pstore.LastResortKeyPackage(); err != nil {
+		return err
+	} else if last == nil {
+		kps, err := n.keys.Make(keys.PlaceLastResort, 1)
+		if err != nil {
+			return err
+		}
+		if err := n.pstore.SetLastResortKeyPackage(kps[0]); err != nil {
+			return err
+		}
+	}
 	have, err := n.pstore.KeyPackageCount()
 	if err != nil || have >= n.cfg.KeyPackages {
 		return err
@@ -667,9 +679,14 @@ func (n *Node) onConvEvent(ev conv.Event) {
 		place := ev.Place
 		n.goBackground(func(ctx context.Context) {
 			var err error
-			if place == keys.PlacePeers {
+			switch place {
+			case keys.PlacePeers:
 				err = n.topUpPeers()
-			} else if c := n.serverClient(); c != nil {
+			case keys.PlaceServer:
+				c := n.serverClient()
+				if c == nil {
+					return // refilled at the next login
+				}
 				cctx, cancel := context.WithTimeout(ctx, home.CallTimeout)
 				err = n.topUpServer(cctx, c)
 				cancel()

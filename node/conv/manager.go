@@ -363,8 +363,8 @@ func (m *Manager) reloadLocked(id []byte) {
 	}
 }
 
-// enqueueTx queues an MLS message for every member but this node and
-// those in skip.
+// enqueueTx queues an MLS message to each of to but this node, in tx; id
+// is the payload id of an application message (zero for the rest).
 func (m *Manager) enqueueTx(tx *bolt.Tx, c *conv, to []mls.Member, data []byte, id payload.ID) error {
 	var items []outbox.Item
 	for _, mem := range to {

@@ -51,6 +51,9 @@ type Place uint8
 const (
 	PlacePeers  Place = 1 // this node's own stock, served over the P2P link
 	PlaceServer Place = 2 // uploaded to the home server
+	// PlaceLastResort: the last-resort package served over the P2P link
+	// when the stock is empty; a Welcome does not consume it.
+	PlaceLastResort Place = 3
 )
 
 var bucketName = []byte("node.keypackages")
@@ -98,7 +101,7 @@ func (s *Stock) Credential() mls.Credential { return s.cred }
 // groups it creates.
 func (s *Stock) LeafOptions() mls.LeafOptions { return s.opts }
 
-func validPlace(p Place) bool { return p == PlacePeers || p == PlaceServer }
+func validPlace(p Place) bool { return p >= PlacePeers && p <= PlaceLastResort }
 
 // Make creates n KeyPackages offered at place, stores their bundles
 // durably, and returns the packages TLS-encoded (the form uploadKeyPackage
@@ -110,8 +113,12 @@ func (s *Stock) Make(place Place, n int) ([][]byte, error) {
 	out := make([][]byte, 0, n)
 	refs := make([][]byte, 0, n)
 	vals := make([][]byte, 0, n)
+	var ext mls.Extensions
+	if place == PlaceLastResort {
+		ext = mls.Extensions{mls.LastResort()}
+	}
 	for range n {
-		b, err := mls.NewKeyPackage(Suite, s.signer, s.cred, s.opts, nil)
+		b, err := mls.NewKeyPackage(Suite, s.signer, s.cred, s.opts, ext)
 		if err != nil {
 			return nil, fmt.Errorf("keys: %w", err)
 		}
@@ -183,8 +190,13 @@ func (s *Stock) ForWelcome(w *mls.Welcome) (b *mls.KeyPackageBundle, ref []byte,
 }
 
 // ConsumeTx deletes the bundle of ref in tx: its package joined a group.
+// A last-resort bundle stays.
 func (s *Stock) ConsumeTx(tx *bolt.Tx, ref []byte) error {
-	return tx.Bucket(bucketName).Delete(ref)
+	b := tx.Bucket(bucketName)
+	if v := b.Get(ref); len(v) > 0 && Place(v[0]) == PlaceLastResort {
+		return nil
+	}
+	return b.Delete(ref)
 }
 
 // ParsePeerKeyPackage decodes a KeyPackage fetched for identity (from the

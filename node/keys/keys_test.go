@@ -107,3 +107,45 @@ func FuzzParsePeerKeyPackage(f *testing.F) {
 		ParsePeerKeyPackage(data, id)
 	})
 }
+
+// TestLastResortStays: a last-resort package joins any number of groups;
+// its bundle is never consumed.
+func TestLastResortStays(t *testing.T) {
+	s, priv, db := newStock(t)
+	kps, err := s.Make(PlaceLastResort, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := ParsePeerKeyPackage(kps[0], priv.Public().(ed25519.PublicKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !kp.Extensions.Has(mls.ExtensionTypeLastResort) {
+		t.Fatal("no last_resort extension")
+	}
+	for i := range 2 {
+		_, other, _ := ed25519.GenerateKey(rand.Reader)
+		signer, cred, _ := mls.Ed25519Identity(other)
+		g, err := mls.NewGroup(Suite, []byte{byte(i), 1, 2, 3}, signer, cred, mls.LeafOptions{ExtensionTypes: []mls.ExtensionType{0xf0a1}}, nil, mls.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc, err := g.Commit(mls.CommitOptions{Proposals: []mls.Proposal{&mls.AddProposal{KeyPackage: *kp}}, RatchetTreeInWelcome: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, ref, place, ok, err := s.ForWelcome(pc.Welcome)
+		if err != nil || !ok || place != PlaceLastResort {
+			t.Fatalf("join %d: ok %v, place %d, err %v", i, ok, place, err)
+		}
+		if _, err := mls.JoinWelcome(pc.Welcome, b, nil, mls.Config{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Update(func(tx *bolt.Tx) error { return s.ConsumeTx(tx, ref) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, _ := s.Count(PlaceLastResort); n != 1 {
+		t.Fatalf("%d last-resort bundles, want 1", n)
+	}
+}
