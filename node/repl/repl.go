@@ -268,7 +268,7 @@ func (r *REPL) handle(ctx context.Context, line string) (quit bool) {
 		}
 	case "/leave", "/update-key":
 		var cur string
-		if cur, err = r.need("-", ""); err == nil {
+		if cur, err = r.needCurrent(); err == nil {
 			if cmd == "/leave" {
 				err = n.Leave(cur)
 			} else {
@@ -279,7 +279,7 @@ func (r *REPL) handle(ctx context.Context, line string) (quit bool) {
 	case "/members":
 		var cur string
 		var c node.Conversation
-		if cur, err = r.need("-", ""); err == nil {
+		if cur, err = r.needCurrent(); err == nil {
 			if c, err = n.Conversation(cur); err == nil {
 				c.Current = true
 				r.report(c)
@@ -311,7 +311,7 @@ func (r *REPL) handle(ctx context.Context, line string) (quit bool) {
 		}
 		var cur string
 		var hs []node.History
-		if cur, err = r.need("-", ""); err == nil {
+		if cur, err = r.needCurrent(); err == nil {
 			if hs, err = n.History(cur, max); err == nil {
 				for _, h := range hs {
 					r.report(h)
@@ -366,7 +366,7 @@ func (r *REPL) fail(command string, err error) {
 
 func need(arg, what string) error {
 	if arg == "" {
-		return usage("NAME missing: " + what)
+		return usage(what + " missing")
 	}
 	return nil
 }
@@ -376,6 +376,12 @@ func (r *REPL) need(arg, what string) (string, error) {
 	if err := need(arg, what); err != nil {
 		return "", err
 	}
+	return r.needCurrent()
+}
+
+// needCurrent returns the current conversation, or an error if there is
+// none.
+func (r *REPL) needCurrent() (string, error) {
 	cur := r.cur()
 	if cur == "" {
 		return "", errcode.New(errcode.FailedPrecondition, "no current conversation (/switch NAME)")
