@@ -410,3 +410,54 @@ func TestPrintingRedactsSecrets(t *testing.T) {
 		}
 	}
 }
+
+// TestReceivedSignatureKey: Process reports the key a message verified
+// with, also for a late message of a past epoch whose sender's leaf has
+// since been given to someone else.
+func TestReceivedSignatureKey(t *testing.T) {
+	suite := CipherSuite(cipher.X25519_AES128GCM_SHA256_Ed25519)
+	alice, bob, carol, dave := newClient(t, suite, "alice"), newClient(t, suite, "bob"), newClient(t, suite, "carol"), newClient(t, suite, "dave")
+	var err error
+	if alice.g, err = NewGroup(suite, randomID(t), alice.signer, alice.cred, LeafOptions{}, nil, Config{}); err != nil {
+		t.Fatal(err)
+	}
+	addOpts := func(cs ...*client) (CommitOptions, map[*client]*KeyPackageBundle) {
+		opts := CommitOptions{RatchetTreeInWelcome: true}
+		joiners := map[*client]*KeyPackageBundle{}
+		for _, c := range cs {
+			kp := c.keyPackage(t, suite)
+			opts.Proposals = append(opts.Proposals, &AddProposal{KeyPackage: *kp.KeyPackage})
+			joiners[c] = kp
+		}
+		return opts, joiners
+	}
+	opts, joiners := addOpts(bob, carol)
+	commitAndDeliver(t, alice, opts, nil, joiners, Config{})
+
+	late, err := bob.g.Encrypt([]byte("sent before bob was removed"), nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := deliver(t, late, carol)[0]
+	if !bytes.Equal(got.SignatureKey, bob.signer.Public()) {
+		t.Fatal("SignatureKey is not the sender's")
+	}
+	late2, err := bob.g.Encrypt([]byte("arrives after bob's leaf went to dave"), nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Remove bob and add dave, who takes bob's leaf.
+	opts, joiners = addOpts(dave)
+	opts.Proposals = append([]Proposal{&RemoveProposal{Removed: bob.g.OwnLeaf()}}, opts.Proposals...)
+	commitAndDeliver(t, alice, opts, []*client{bob, carol}, joiners, Config{})
+	if dave.g.OwnLeaf() != 1 {
+		t.Fatalf("dave is at leaf %d, want bob's leaf 1", dave.g.OwnLeaf())
+	}
+	got = deliver(t, late2, carol)[0]
+	if !bytes.Equal(got.SignatureKey, bob.signer.Public()) || got.Sender.Index != 1 {
+		t.Fatal("a past epoch's message is not attributed to the key that signed it")
+	}
+	if m, _ := carol.g.Member(1); !bytes.Equal(m.SignatureKey, dave.signer.Public()) {
+		t.Fatal("leaf 1 is not dave's now")
+	}
+}

@@ -24,6 +24,10 @@ type Received struct {
 	ProposalRef []byte
 	// Commit describes a Commit that moved the group to a new epoch.
 	Commit *CommitResult
+	// SignatureKey is the key the message's signature verified with: the
+	// sender's leaf signature key in the epoch it was sent (which, for a
+	// late message of a past epoch, the leaf may no longer have).
+	SignatureKey []byte
 }
 
 // CommitResult describes the effect of a Commit: one received by Process
@@ -182,7 +186,19 @@ func (g *Group) processPublic(pm *PublicMessage) (*Received, error) {
 	if err := verifyContent(g.suite, key, ac, g.ctxBytes); err != nil {
 		return nil, err
 	}
-	return g.apply(ac, nil)
+	return g.applyFrom(ac, key, nil)
+}
+
+// applyFrom is apply for content whose signature verified with key; the
+// result names that key, so a late message of a past epoch is credited to
+// whoever actually signed it.
+func (g *Group) applyFrom(ac *AuthenticatedContent, key []byte, accept func()) (*Received, error) {
+	r, err := g.apply(ac, accept)
+	if err != nil {
+		return nil, err
+	}
+	r.SignatureKey = clone(key)
+	return r, nil
 }
 
 // epochKeys is what decrypting and authenticating a PrivateMessage of one
@@ -255,13 +271,15 @@ func (g *Group) processPrivate(pm *PrivateMessage) (*Received, error) {
 	if pm.Epoch != g.ctx.Epoch {
 		// A late application message of a kept past epoch.
 		dec.consume(k.secretTree)
-		return g.received(dec.content), nil
+		r := g.received(dec.content)
+		r.SignatureKey = clone(key)
+		return r, nil
 	}
 	// The key is spent only once the content is accepted: a forgery by
 	// another member who can derive the same key cannot burn it, and an
 	// invalid proposal or commit leaves the group unchanged, its ratchet
 	// included.
-	r, err := g.apply(dec.content, func() { dec.consume(k.secretTree) })
+	r, err := g.applyFrom(dec.content, key, func() { dec.consume(k.secretTree) })
 	if err != nil {
 		dec.discard()
 		return nil, err

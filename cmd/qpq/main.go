@@ -2,6 +2,7 @@
 // that parses its flags and hands typed configuration to the packages
 // that do the work.
 //
+//	qpq chat    run your node and its chat prompt (the main command)
 //	qpq serve   run a home server (NodeService over QUIC, durable store)
 package main
 
@@ -34,6 +35,7 @@ var errUsage = errors.New("usage")
 const usage = `usage: qpq <command> [flags]
 
 commands:
+  chat     run your node and chat (see qpq chat -h)
   serve    run a home server (see qpq serve -h)
 `
 
@@ -43,6 +45,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return errUsage
 	}
 	switch args[0] {
+	case "chat":
+		return runChat(ctx, args[1:], os.Stdin, stdout, stderr)
 	case "serve":
 		return runServe(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":

@@ -112,6 +112,16 @@ func New(db *bolt.DB) (*History, error) {
 // with m.ID. It returns the seq of the stored message (the earlier one for a
 // duplicate) and whether m was a duplicate; a duplicate is not stored again.
 func (h *History) Append(m Message) (seq uint64, dup bool, err error) {
+	err = h.db.Update(func(tx *bolt.Tx) error {
+		seq, dup, err = h.AppendTx(tx, m)
+		return err
+	})
+	return seq, dup, err
+}
+
+// AppendTx is Append inside the caller's read-write transaction, so that a
+// message is stored together with the state that decrypting it changed.
+func (h *History) AppendTx(tx *bolt.Tx, m Message) (seq uint64, dup bool, err error) {
 	switch {
 	case len(m.Conversation) == 0 || len(m.Conversation) > MaxConversationSize:
 		return 0, false, fmt.Errorf("%w: conversation id of %d bytes, want 1 to %d",
@@ -123,7 +133,7 @@ func (h *History) Append(m Message) (seq uint64, dup bool, err error) {
 	case len(m.Via) > MaxViaSize:
 		return 0, false, fmt.Errorf("%w: via of %d bytes, limit %d", ErrInvalid, len(m.Via), MaxViaSize)
 	}
-	err = h.db.Update(func(tx *bolt.Tx) error {
+	err = func() error {
 		conv, err := tx.Bucket(rootBucket).CreateBucketIfNotExists(m.Conversation)
 		if err != nil {
 			return err
@@ -151,7 +161,7 @@ func (h *History) Append(m Message) (seq uint64, dup bool, err error) {
 			return err
 		}
 		return ids.Put(m.ID[:], k)
-	})
+	}()
 	if err != nil {
 		return 0, false, fmt.Errorf("history: append: %w", err)
 	}

@@ -346,3 +346,24 @@ func BenchmarkAppend(b *testing.B) {
 		}
 	}
 }
+
+// TestAppendTxRollsBack: a message appended in a transaction that rolls
+// back is neither stored nor remembered as seen.
+func TestAppendTxRollsBack(t *testing.T) {
+	h, db, _ := newHistory(t)
+	m := msg("c", "lost with its transaction")
+	boom := errors.New("boom")
+	err := db.Update(func(tx *bolt.Tx) error {
+		if _, dup, err := h.AppendTx(tx, m); err != nil || dup {
+			t.Fatalf("AppendTx: dup %v, err %v", dup, err)
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatal(err)
+	}
+	if seen, _ := h.Has(m.Conversation, m.ID); seen {
+		t.Fatal("rolled-back message is remembered")
+	}
+	mustAppend(t, h, m)
+}

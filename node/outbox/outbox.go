@@ -1,5 +1,5 @@
-// Package outbox is a node's durable queue of sealed messages waiting to
-// reach their recipients. Enqueue returns only once an item is committed to
+// Package outbox is a node's durable queue of messages waiting to reach
+// their recipients. Enqueue returns only once an item is committed to
 // disk; Run hands items to a Deliverer, retries failures with exponential
 // backoff and jitter until they succeed, and removes an item only after its
 // delivery succeeded, so nothing is lost across failures, restarts or
@@ -14,8 +14,11 @@
 // handshake message it has already applied).
 //
 // The outbox does not choose paths or seal anything: the Deliverer decides
-// how to reach a recipient (open link, direct dial, home server) and reports
-// which path took the item.
+// how to reach a recipient (open link, direct dial, home server), and
+// reports which path took the item. The node stores MLS messages here and
+// seals each for its recipient at delivery time, so that a state change
+// and the messages announcing it commit in one transaction (EnqueueTx)
+// before the recipients' hybrid keys are even known.
 //
 // # Storage
 //
@@ -30,7 +33,7 @@
 //	9      16    message id (all zero if the item is not an application message)
 //	25     1     conversation length c, 0 ≤ c ≤ MaxConversationSize
 //	26     c     conversation
-//	26+c   n     sealed envelope, 1 ≤ n ≤ seal.MaxSealedSize
+//	26+c   n     data, 1 ≤ n ≤ MaxDataSize
 package outbox
 
 import (
@@ -62,6 +65,9 @@ const (
 const (
 	RecipientSize       = 32  // an Ed25519 identity key
 	MaxConversationSize = 255 // a channel id or MLS group id
+	// MaxDataSize bounds an item's data: a sealed envelope, or what
+	// will be sealed into one.
+	MaxDataSize = seal.MaxSealedSize
 )
 
 // Defaults for the zero Config.
@@ -96,8 +102,9 @@ type Item struct {
 	// MessageID is the payload id of an application message, and zero for
 	// MLS handshake messages (commits, welcomes), which have none.
 	MessageID payload.ID
-	// Sealed is the sealed envelope to hand over.
-	Sealed []byte
+	// Data is what the Deliverer hands over (or seals first), 1 to
+	// MaxDataSize bytes.
+	Data []byte
 	// Created is when the message was made; Enqueue sets it to the current
 	// time if it is zero.
 	Created time.Time
@@ -226,46 +233,75 @@ func New(db *bolt.DB, d Deliverer, cfg Config) (*Outbox, error) {
 }
 
 // Enqueue stores it durably and returns it with Seq (and Created, if it was
-// zero) set. When
-// Enqueue returns nil the item is on disk and will be delivered. If the
-// outbox is running, delivery starts at once.
+// zero) set. When Enqueue returns nil the item is on disk and will be
+// delivered. If the outbox is running, delivery starts at once.
 func (o *Outbox) Enqueue(it Item) (Item, error) {
-	switch {
-	case it.Recipient == [RecipientSize]byte{}:
-		return Item{}, fmt.Errorf("%w: no recipient", ErrInvalid)
-	case len(it.Conversation) > MaxConversationSize:
-		return Item{}, fmt.Errorf("%w: conversation id of %d bytes, limit %d",
-			ErrInvalid, len(it.Conversation), MaxConversationSize)
-	case len(it.Sealed) == 0:
-		return Item{}, fmt.Errorf("%w: empty envelope", ErrInvalid)
-	case len(it.Sealed) > seal.MaxSealedSize:
-		return Item{}, fmt.Errorf("%w: envelope of %d bytes, limit %d",
-			ErrInvalid, len(it.Sealed), seal.MaxSealedSize)
-	}
-	it.Conversation = bytes.Clone(it.Conversation)
-	it.Sealed = bytes.Clone(it.Sealed)
-	if it.Created.IsZero() {
-		it.Created = time.Now()
-	}
-	it.Created = it.Created.Round(0) // as stored: no monotonic reading
+	var out []Item
 	err := o.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		out, err = o.EnqueueTx(tx, it)
+		return err
+	})
+	if err != nil {
+		return Item{}, err
+	}
+	return out[0], nil
+}
+
+// EnqueueTx stores items in tx, the caller's read-write transaction, so
+// that they commit together with whatever else tx changes (a new group
+// state and the commit that announces it, say). It returns the items with
+// Seq and Created set. Delivery starts when tx commits; if tx rolls back,
+// nothing was enqueued.
+func (o *Outbox) EnqueueTx(tx *bolt.Tx, items ...Item) ([]Item, error) {
+	out := make([]Item, 0, len(items))
+	now := time.Now()
+	for _, it := range items {
+		if err := check(it); err != nil {
+			return nil, err
+		}
+		it.Conversation = bytes.Clone(it.Conversation)
+		it.Data = bytes.Clone(it.Data)
+		if it.Created.IsZero() {
+			it.Created = now
+		}
+		it.Created = it.Created.Round(0) // as stored: no monotonic reading
 		b := tx.Bucket(bucketName)
 		seq, err := b.NextSequence()
 		if err != nil {
-			return err
+			return nil, fmt.Errorf("outbox: enqueue: %w", err)
 		}
 		it.Seq = seq
-		return b.Put(itemKey(it.Recipient, seq), encodeItem(it))
+		if err := b.Put(itemKey(it.Recipient, seq), encodeItem(it)); err != nil {
+			return nil, fmt.Errorf("outbox: enqueue: %w", err)
+		}
+		out = append(out, it)
+	}
+	tx.OnCommit(func() {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		if o.running {
+			for _, it := range out {
+				o.startLocked(it.Recipient)
+			}
+		}
 	})
-	if err != nil {
-		return Item{}, fmt.Errorf("outbox: enqueue: %w", err)
+	return out, nil
+}
+
+func check(it Item) error {
+	switch {
+	case it.Recipient == [RecipientSize]byte{}:
+		return fmt.Errorf("%w: no recipient", ErrInvalid)
+	case len(it.Conversation) > MaxConversationSize:
+		return fmt.Errorf("%w: conversation id of %d bytes, limit %d",
+			ErrInvalid, len(it.Conversation), MaxConversationSize)
+	case len(it.Data) == 0:
+		return fmt.Errorf("%w: no data", ErrInvalid)
+	case len(it.Data) > MaxDataSize:
+		return fmt.Errorf("%w: data of %d bytes, limit %d", ErrInvalid, len(it.Data), MaxDataSize)
 	}
-	o.mu.Lock()
-	if o.running {
-		o.startLocked(it.Recipient)
-	}
-	o.mu.Unlock()
-	return it, nil
+	return nil
 }
 
 // Kick makes the delivery to recipient retry now instead of at the end of
@@ -521,13 +557,13 @@ func itemKey(r [RecipientSize]byte, seq uint64) []byte {
 const valueHeaderSize = 1 + 8 + payload.IDSize + 1
 
 func encodeItem(it Item) []byte {
-	v := make([]byte, 0, valueHeaderSize+len(it.Conversation)+len(it.Sealed))
+	v := make([]byte, 0, valueHeaderSize+len(it.Conversation)+len(it.Data))
 	v = append(v, formatV1)
 	v = binary.BigEndian.AppendUint64(v, uint64(it.Created.UnixNano()))
 	v = append(v, it.MessageID[:]...)
 	v = append(v, byte(len(it.Conversation)))
 	v = append(v, it.Conversation...)
-	return append(v, it.Sealed...)
+	return append(v, it.Data...)
 }
 
 // decodeItem decodes a stored item, copying out of bbolt's memory.
@@ -545,10 +581,10 @@ func decodeItem(k, v []byte) (Item, error) {
 	copy(it.MessageID[:], v[9:])
 	c := int(v[valueHeaderSize-1])
 	rest := v[valueHeaderSize:]
-	if len(rest) < c+1 || len(rest)-c > seal.MaxSealedSize {
+	if len(rest) < c+1 || len(rest)-c > MaxDataSize {
 		return it, fmt.Errorf("%w: bad lengths", ErrCorrupt)
 	}
 	it.Conversation = bytes.Clone(rest[:c])
-	it.Sealed = bytes.Clone(rest[c:])
+	it.Data = bytes.Clone(rest[c:])
 	return it, nil
 }

@@ -60,7 +60,7 @@ func item(r [RecipientSize]byte, n int) Item {
 		Recipient:    r,
 		Conversation: []byte("conv-" + strconv.Itoa(int(r[0]))),
 		MessageID:    payload.NewID(),
-		Sealed:       []byte(fmt.Sprintf("sealed %d for %d", n, r[0])),
+		Data:         []byte(fmt.Sprintf("sealed %d for %d", n, r[0])),
 	}
 }
 
@@ -246,7 +246,7 @@ func TestRetriesUntilDelivered(t *testing.T) {
 	if got.Err != nil || got.Attempts != 4 || got.Item.Seq != it.Seq || got.Via != ViaServer {
 		t.Fatalf("result %+v, want delivered on attempt 4", got)
 	}
-	if !bytes.Equal(got.Item.Sealed, it.Sealed) || got.Item.MessageID != it.MessageID ||
+	if !bytes.Equal(got.Item.Data, it.Data) || got.Item.MessageID != it.MessageID ||
 		!bytes.Equal(got.Item.Conversation, it.Conversation) || !got.Item.Created.Equal(it.Created) {
 		t.Fatal("delivered item differs from the enqueued one")
 	}
@@ -332,7 +332,7 @@ func TestRestartMidRetry(t *testing.T) {
 		t.Fatalf("%d items after restart, want %d", len(got), len(want))
 	}
 	for i := range want {
-		if got[i].Seq != want[i].Seq || !bytes.Equal(got[i].Sealed, want[i].Sealed) ||
+		if got[i].Seq != want[i].Seq || !bytes.Equal(got[i].Data, want[i].Data) ||
 			got[i].MessageID != want[i].MessageID || !got[i].Created.Equal(want[i].Created) {
 			t.Fatalf("item %d after restart: %+v, want %+v", i, got[i], want[i])
 		}
@@ -410,7 +410,7 @@ func TestPermanentErrorDropsItem(t *testing.T) {
 	db, _ := tempDB(t)
 	bad := errors.New("recipient has no account")
 	rec := newRecorder(t, func(it Item, _ int) error {
-		if bytes.HasPrefix(it.Sealed, []byte("sealed 0")) {
+		if bytes.HasPrefix(it.Data, []byte("sealed 0")) {
 			return fmt.Errorf("server: %w", Permanent(bad))
 		}
 		return nil
@@ -468,8 +468,8 @@ func TestEnqueueRejects(t *testing.T) {
 		mod  func(*Item)
 	}{
 		{"no recipient", func(it *Item) { it.Recipient = [RecipientSize]byte{} }},
-		{"empty envelope", func(it *Item) { it.Sealed = nil }},
-		{"envelope too large", func(it *Item) { it.Sealed = make([]byte, seal.MaxSealedSize+1) }},
+		{"empty envelope", func(it *Item) { it.Data = nil }},
+		{"envelope too large", func(it *Item) { it.Data = make([]byte, seal.MaxSealedSize+1) }},
 		{"conversation too long", func(it *Item) { it.Conversation = make([]byte, MaxConversationSize+1) }},
 	} {
 		it := good
@@ -483,7 +483,7 @@ func TestEnqueueRejects(t *testing.T) {
 	}
 	// The limits themselves are accepted, and an empty conversation id.
 	edge := good
-	edge.Sealed = make([]byte, seal.MaxSealedSize)
+	edge.Data = make([]byte, MaxDataSize)
 	edge.Conversation = make([]byte, MaxConversationSize)
 	if _, err := o.Enqueue(edge); err != nil {
 		t.Fatal(err)
@@ -503,9 +503,9 @@ func TestEnqueueCopiesAndKeepsCreated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	it.Sealed[0] = 'X'
+	it.Data[0] = 'X'
 	got := pending(t, o)
-	if len(got) != 1 || got[0].Sealed[0] != 's' || !got[0].Created.Equal(it.Created) || got[0].Seq != stored.Seq {
+	if len(got) != 1 || got[0].Data[0] != 's' || !got[0].Created.Equal(it.Created) || got[0].Seq != stored.Seq {
 		t.Fatalf("stored %+v", got)
 	}
 	zero := item(key(8), 1)
@@ -532,7 +532,7 @@ func TestDecodeRejectsCorrupt(t *testing.T) {
 	it := item(key(1), 0)
 	it.Created = time.Now()
 	k, v := itemKey(it.Recipient, 7), encodeItem(it)
-	if got, err := decodeItem(k, v); err != nil || got.Seq != 7 || !bytes.Equal(got.Sealed, it.Sealed) {
+	if got, err := decodeItem(k, v); err != nil || got.Seq != 7 || !bytes.Equal(got.Data, it.Data) {
 		t.Fatalf("decode: %+v, %v", got, err)
 	}
 	for _, tc := range []struct {
@@ -602,8 +602,8 @@ func TestCrashMidDelivery(t *testing.T) {
 		t.Fatalf("after crash: seqs %v, want [4 … 10]", seqs(got))
 	}
 	for _, it := range got {
-		if want := fmt.Sprintf("sealed %d for 1", it.Seq-1); string(it.Sealed) != want {
-			t.Fatalf("item %d: sealed %q, want %q", it.Seq, it.Sealed, want)
+		if want := fmt.Sprintf("sealed %d for 1", it.Seq-1); string(it.Data) != want {
+			t.Fatalf("item %d: sealed %q, want %q", it.Seq, it.Data, want)
 		}
 	}
 }
@@ -639,7 +639,7 @@ func BenchmarkEnqueue(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	it := Item{Recipient: key(1), Sealed: make([]byte, 1024), MessageID: payload.NewID()}
+	it := Item{Recipient: key(1), Data: make([]byte, 1024), MessageID: payload.NewID()}
 	for b.Loop() {
 		if _, err := o.Enqueue(it); err != nil {
 			b.Fatal(err)
@@ -661,7 +661,7 @@ func BenchmarkEnqueueToDelivered(b *testing.B) {
 	ran := make(chan struct{})
 	go func() { o.Run(ctx); close(ran) }()
 	defer func() { cancel(); <-ran }()
-	it := Item{Recipient: key(1), Sealed: make([]byte, 1024), MessageID: payload.NewID()}
+	it := Item{Recipient: key(1), Data: make([]byte, 1024), MessageID: payload.NewID()}
 	for b.Loop() {
 		if _, err := o.Enqueue(it); err != nil {
 			b.Fatal(err)
@@ -690,5 +690,82 @@ func BenchmarkBoltPutBaseline(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestEnqueueTx: items enqueued in a caller's transaction commit or roll
+// back with it, and delivery starts only once it committed.
+func TestEnqueueTx(t *testing.T) {
+	leakCheck(t)
+	db, _ := tempDB(t)
+	rec := newRecorder(t, nil)
+	res := newResults()
+	cfg := fast
+	cfg.OnResult = res.onResult
+	o, err := New(db, rec, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startRun(t, o)
+	other := []byte("other")
+	mustCreate := func(tx *bolt.Tx) {
+		if _, err := tx.CreateBucketIfNotExists(other); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Rolled back: neither the caller's write nor the items remain.
+	boom := errors.New("boom")
+	err = db.Update(func(tx *bolt.Tx) error {
+		mustCreate(tx)
+		if _, err := o.EnqueueTx(tx, item(key(1), 0), item(key(2), 0)); err != nil {
+			t.Fatal(err)
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("Update: %v", err)
+	}
+	if p, _ := o.Pending(); len(p) != 0 {
+		t.Fatalf("%d items pending after a rollback", len(p))
+	}
+
+	// Committed: both the caller's write and the items, then delivery.
+	var stored []Item
+	err = db.Update(func(tx *bolt.Tx) error {
+		mustCreate(tx)
+		var err error
+		stored, err = o.EnqueueTx(tx, item(key(1), 1), item(key(2), 1), item(key(1), 2))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stored[0].Seq == 0 || stored[2].Seq <= stored[0].Seq || stored[0].Created.IsZero() {
+		t.Fatalf("stored items %+v lack seq or time", stored)
+	}
+	got := map[uint64]bool{}
+	for range 3 {
+		r := res.next(t)
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+		got[r.Item.Seq] = true
+	}
+	for _, it := range stored {
+		if !got[it.Seq] {
+			t.Fatalf("item %d not delivered", it.Seq)
+		}
+	}
+	if err := db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(other) == nil {
+			return errors.New("caller's bucket missing")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.EnqueueTx(nil, Item{}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("EnqueueTx of an empty item: %v", err)
 	}
 }

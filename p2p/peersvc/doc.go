@@ -6,7 +6,8 @@
 // (Service.Client binds it); the auth field is ignored. A node answers
 // only for itself:
 //
-//	fetchKeyPackage      pops one of its own key packages (empty when none are left)
+//	fetchKeyPackage      pops one of its own key packages; when none is left, its
+//	                     last-resort one (kept), else empty
 //	fetchHybridKey(s)    its own X-Wing key (other keys: not-found, or empty in the batch form)
 //	resolveUser          its own username → its identity key (other names: empty)
 //	resolveIdentity      its own key → its username (other keys: empty)

@@ -151,6 +151,26 @@ func TestFetchKeyPackagePopsOwnOnly(t *testing.T) {
 	if err := b.store.AddKeyPackages(nil); err == nil {
 		t.Error("stored an empty key package")
 	}
+
+	// With a last-resort package, an empty stock answers it, every time.
+	if err := b.store.SetLastResortKeyPackage([]byte("kp-last")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.store.AddKeyPackages([]byte("kp-3")); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"kp-3", "kp-last", "kp-last"} {
+		kp, err := fetchKP(ns, b.key)
+		if err != nil || string(kp) != want {
+			t.Fatalf("fetchKeyPackage = %q, %v; want %q", kp, err, want)
+		}
+	}
+	if kp, _ := b.store.LastResortKeyPackage(); string(kp) != "kp-last" {
+		t.Fatalf("last resort %q", kp)
+	}
+	if err := b.store.SetLastResortKeyPackage(nil); err == nil {
+		t.Error("stored an empty last-resort key package")
+	}
 }
 
 // Deliveries are on disk when enqueue answers, carry the authenticated

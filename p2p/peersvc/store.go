@@ -20,6 +20,7 @@ import (
 //	  inbox/        seq (8, big endian)  → delivery record (below)
 //	  channels/     peer identity key (32) → channel record (below)
 //	  meta/         "hybrid-key" → X-Wing public key
+//	                "last-resort-kp" → the last-resort key package
 //	                "inbox-count", "inbox-bytes" → uint64 big endian
 //
 // Sequences come from each bucket's persistent NextSequence, so inbox
@@ -41,6 +42,7 @@ var (
 	bucketMeta        = []byte("meta")
 
 	keyHybrid     = []byte("hybrid-key")
+	keyLastResort = []byte("last-resort-kp")
 	keyInboxCount = []byte("inbox-count")
 	keyInboxBytes = []byte("inbox-bytes")
 )
@@ -145,14 +147,38 @@ func (s *Store) KeyPackageCount() (int, error) {
 	return n, err
 }
 
-// popKeyPackage removes and returns the oldest key package, or nil if none
-// is left. The removal is on disk before it returns.
+// SetLastResortKeyPackage stores the key package served when the
+// single-use ones are gone (RFC 9420's last_resort: it may be used by
+// several Welcomes). It replaces an earlier one.
+func (s *Store) SetLastResortKeyPackage(kp []byte) error {
+	if len(kp) == 0 || len(kp) > MaxKeyPackageSize {
+		return fmt.Errorf("peersvc: key package of %d bytes: want 1 to %d", len(kp), MaxKeyPackageSize)
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return bucket(tx, bucketMeta).Put(keyLastResort, kp)
+	})
+}
+
+// LastResortKeyPackage returns the last-resort key package, or nil.
+func (s *Store) LastResortKeyPackage() ([]byte, error) {
+	var kp []byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		kp = bytes.Clone(bucket(tx, bucketMeta).Get(keyLastResort))
+		return nil
+	})
+	return kp, err
+}
+
+// popKeyPackage removes and returns the oldest key package; when none is
+// left it returns the last-resort one (without removing it), or nil. The
+// removal is on disk before it returns.
 func (s *Store) popKeyPackage() ([]byte, error) {
 	var kp []byte
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		c := bucket(tx, bucketKeyPackages).Cursor()
 		k, v := c.First()
 		if k == nil {
+			kp = bytes.Clone(bucket(tx, bucketMeta).Get(keyLastResort))
 			return nil
 		}
 		kp = bytes.Clone(v)

@@ -1,0 +1,76 @@
+package names
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+func newBook(t *testing.T) (*Book, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "node.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	b, err := New(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, path
+}
+
+func id(b byte) ed25519.PublicKey { return bytes.Repeat([]byte{b}, ed25519.PublicKeySize) }
+
+func TestFirstBindingWins(t *testing.T) {
+	b, _ := newBook(t)
+	if err := b.Bind("bob", id(1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Bind("bob", id(1)); err != nil {
+		t.Fatalf("rebinding to the same identity: %v", err)
+	}
+	if err := b.Bind("bob", id(2)); !errors.Is(err, ErrConflict) {
+		t.Fatalf("rebinding to another identity: %v, want ErrConflict", err)
+	}
+	if got, ok := b.Identity("bob"); !ok || !bytes.Equal(got, id(1)) {
+		t.Fatalf("bob is %x after a refused rebinding", got)
+	}
+	if _, ok := b.Name(id(2)); ok {
+		t.Fatal("the refused identity got a name")
+	}
+	// A renamed user: the identity takes the new name, the old still
+	// resolves.
+	if err := b.Bind("robert", id(1)); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := b.Name(id(1)); n != "robert" {
+		t.Fatalf("name %q, want robert", n)
+	}
+	if got, _ := b.Identity("bob"); !bytes.Equal(got, id(1)) {
+		t.Fatal("old name lost")
+	}
+}
+
+func TestCheck(t *testing.T) {
+	for _, bad := range []string{"", " bob", "bob ", "/dm", "a\x00b", "\xff", strings.Repeat("x", MaxNameSize+1)} {
+		if Check(bad) == nil {
+			t.Errorf("Check(%q) accepted", bad)
+		}
+	}
+	for _, good := range []string{"bob", "Zoë Q", "小明", strings.Repeat("x", MaxNameSize)} {
+		if err := Check(good); err != nil {
+			t.Errorf("Check(%q): %v", good, err)
+		}
+	}
+	b, _ := newBook(t)
+	if err := b.Bind("bob", id(1)[:31]); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("short identity: %v", err)
+	}
+}

@@ -1,0 +1,371 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	ma "github.com/multiformats/go-multiaddr"
+	"go.uber.org/goleak"
+
+	"github.com/quicproquo/qpq/node/internal/nodetest"
+	"github.com/quicproquo/qpq/p2p"
+)
+
+const waitLimit = 30 * time.Second
+
+func leakCheck(t *testing.T) {
+	opt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
+}
+
+// tnode is a Node on loopback, its events, and its lifecycle.
+type tnode struct {
+	t    testing.TB
+	name string
+	dir  string
+	srv  *nodetest.Server
+	n    *Node
+
+	log    nodetest.Log[Event]
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func newNode(t *testing.T, name string, srv *nodetest.Server) *tnode {
+	return benchNode(t, name, srv)
+}
+
+func benchNode(t testing.TB, name string, srv ...*nodetest.Server) *tnode {
+	tn := &tnode{t: t, name: name, dir: t.TempDir()}
+	if len(srv) > 0 {
+		tn.srv = srv[0]
+	}
+	tn.start()
+	t.Cleanup(tn.stop)
+	return tn
+}
+
+func (tn *tnode) start() {
+	t := tn.t
+	t.Helper()
+	cfg := Config{
+		DataDir:     tn.dir,
+		Username:    tn.name,
+		NoMDNS:      true, // never multicast outside a namespace
+		ListenAddrs: []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/udp/0/quic-v1")},
+		Link:        p2p.LinkConfig{Heartbeat: 200 * time.Millisecond, DeadAfter: time.Second, RedialMax: time.Second},
+		OnEvent:     tn.log.Add,
+	}
+	if tn.srv != nil {
+		cfg.Server = tn.srv.Addr
+		cfg.Password = func(context.Context) ([]byte, error) { return []byte("pw of " + tn.name), nil }
+	}
+	n, err := Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	tn.n, tn.cancel, tn.done = n, cancel, make(chan error, 1)
+	go func() { tn.done <- n.Run(ctx) }()
+}
+
+func (tn *tnode) stop() {
+	if tn.cancel == nil {
+		return
+	}
+	tn.cancel()
+	<-tn.done
+	tn.n.Close()
+	tn.cancel = nil
+}
+
+func (tn *tnode) restart() {
+	tn.stop()
+	tn.log.Reset()
+	tn.start()
+}
+
+// wait returns (and removes) the first event of type T match accepts.
+func wait[T Event](tn *tnode, what string, match func(T) bool) T {
+	tn.t.Helper()
+	ev := tn.log.Wait(tn.t, tn.name+": "+what, waitLimit, func(ev Event) bool {
+		e, ok := ev.(T)
+		return ok && (match == nil || match(e))
+	})
+	return ev.(T)
+}
+
+func (tn *tnode) errors() []Error {
+	var out []Error
+	for _, ev := range tn.log.All() {
+		if e, ok := ev.(Error); ok {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func link(a, b *tnode) {
+	a.n.AddPeer(b.n.AddrInfo())
+	wait(a, "link to "+b.name, func(p Peer) bool { return p.User == b.name && p.Link == "direct" })
+}
+
+func (tn *tnode) waitText(conv, text string) Message {
+	tn.t.Helper()
+	return wait(tn, fmt.Sprintf("message %q in %s", text, conv), func(m Message) bool {
+		return m.Conversation == conv && m.Text == text
+	})
+}
+
+// TestDirectDM: two nodes on loopback, no server: a DM both ways over the
+// P2P link.
+func TestDirectDM(t *testing.T) {
+	leakCheck(t)
+	alice, bob := newNode(t, "alice", nil), newNode(t, "bob", nil)
+	wait(alice, "ready", func(Ready) bool { return true })
+	wait(bob, "ready", func(Ready) bool { return true })
+	link(alice, bob)
+	wait(bob, "link to alice", func(p Peer) bool { return p.User == "alice" && p.Link == "direct" })
+
+	ctx := context.Background()
+	c, err := alice.n.DM(ctx, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Name != "bob" || len(c.Members) != 2 {
+		t.Fatalf("alice's DM: %+v", c)
+	}
+	if _, err := bob.n.DM(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	wait(bob, "DM with alice", func(c Conversation) bool { return c.Name == "alice" && len(c.Members) == 2 })
+	id, err := alice.n.Send("bob", "hello bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := bob.waitText("alice", "hello bob")
+	if m.From != "alice" || m.Via != "direct" || m.ID != id {
+		t.Fatalf("bob got %+v", m)
+	}
+	s := wait(alice, "sent", func(s Sent) bool { return s.ID == id })
+	if s.Via != "direct" || s.To != "bob" || s.Conversation != "bob" {
+		t.Fatalf("sent %+v", s)
+	}
+	if _, err := bob.n.Send("alice", "hello alice"); err != nil {
+		t.Fatal(err)
+	}
+	alice.waitText("bob", "hello alice")
+	for _, tn := range []*tnode{alice, bob} {
+		if errs := tn.errors(); len(errs) > 0 {
+			t.Errorf("%s: errors %+v", tn.name, errs)
+		}
+	}
+}
+
+func TestMarshalEvent(t *testing.T) {
+	b, err := MarshalEvent(Sent{Conversation: "bob", ID: "00", Via: "direct", To: "bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != `{"type":"sent","conversation":"bob","id":"00","via":"direct","to":"bob"}` {
+		t.Fatalf("%s", b)
+	}
+	var m map[string]any
+	b, _ = MarshalEvent(Conversation{Name: "g", Members: []string{}})
+	if err := json.Unmarshal(b, &m); err != nil || m["type"] != "conversation" || m["epoch"] != 0.0 {
+		t.Fatalf("%s: %v", b, err)
+	}
+}
+
+// TestServerDM: two nodes with no P2P link between them talk through their
+// home server: registration, pin, DM, and messages kept while the
+// recipient is down, read after it restarts, each once.
+func TestServerDM(t *testing.T) {
+	leakCheck(t)
+	srv := nodetest.StartServer(t)
+	alice, bob := newNode(t, "alice", srv), newNode(t, "bob", srv)
+	for _, tn := range []*tnode{alice, bob} {
+		p := wait(tn, "pin", func(Pin) bool { return true })
+		if !p.First || p.Fingerprint != srv.FP.String() {
+			t.Fatalf("%s pinned %+v, server is %s", tn.name, p, srv.FP)
+		}
+		wait(tn, "ready", func(Ready) bool { return true })
+	}
+	ctx := context.Background()
+	if _, err := bob.n.DM(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.n.DM(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	wait(alice, "DM with bob", func(c Conversation) bool { return c.Name == "bob" && len(c.Members) == 2 })
+	wait(bob, "DM with alice", func(c Conversation) bool { return c.Name == "alice" && len(c.Members) == 2 })
+	if _, err := alice.n.Send("bob", "via the server"); err != nil {
+		t.Fatal(err)
+	}
+	if m := bob.waitText("alice", "via the server"); m.Via != "server" {
+		t.Fatalf("via %q", m.Via)
+	}
+	wait(alice, "sent", func(s Sent) bool { return s.Via == "server" && s.To == "bob" })
+
+	bob.stop()
+	for i := range 5 {
+		if _, err := alice.n.Send("bob", fmt.Sprint("while down ", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 5 {
+		wait(alice, "sent", func(s Sent) bool { return s.Via == "server" })
+	}
+	bob.restart()
+	for i := range 5 {
+		bob.waitText("alice", fmt.Sprint("while down ", i))
+	}
+	if _, err := bob.n.Send("alice", "back"); err != nil {
+		t.Fatal(err)
+	}
+	alice.waitText("bob", "back")
+	for _, ev := range bob.log.All() {
+		if m, ok := ev.(Message); ok {
+			t.Errorf("bob: extra message %+v", m)
+		}
+	}
+}
+
+// TestGroupOverLinks: three linked nodes make a group, talk, restart one,
+// remove one.
+func TestGroupOverLinks(t *testing.T) {
+	leakCheck(t)
+	alice, bob, carol := newNode(t, "alice", nil), newNode(t, "bob", nil), newNode(t, "carol", nil)
+	link(alice, bob)
+	link(alice, carol)
+	link(bob, carol)
+	ctx := context.Background()
+	if _, err := alice.n.CreateGroup("crew"); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"bob", "carol"} {
+		if err := alice.n.Invite(ctx, "crew", name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tn := range []*tnode{bob, carol} {
+		wait(tn, "group", func(c Conversation) bool { return c.Name == "crew" && len(c.Members) == 3 })
+	}
+	for _, tn := range []*tnode{alice, bob, carol} {
+		if _, err := tn.n.Send("crew", "hi from "+tn.name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tn := range []*tnode{alice, bob, carol} {
+		for _, o := range []*tnode{alice, bob, carol} {
+			if o != tn {
+				tn.waitText("crew", "hi from "+o.name)
+			}
+		}
+	}
+
+	bob.restart() // on a new port: without mDNS, link again by hand
+	link(bob, alice)
+	link(bob, carol)
+	if _, err := bob.n.Send("crew", "bob is back"); err != nil {
+		t.Fatal(err)
+	}
+	alice.waitText("crew", "bob is back")
+	carol.waitText("crew", "bob is back")
+
+	// bob (not the committer) removes carol: alice commits it.
+	if err := bob.n.Remove(ctx, "crew", "carol"); err != nil {
+		t.Fatal(err)
+	}
+	wait(carol, "removal", func(c Conversation) bool { return c.Name == "crew" && c.Status == "removed" })
+	wait(bob, "carol gone", func(c Conversation) bool { return c.Name == "crew" && len(c.Members) == 2 })
+	if _, err := alice.n.Send("crew", "just us"); err != nil {
+		t.Fatal(err)
+	}
+	bob.waitText("crew", "just us")
+	for _, tn := range []*tnode{alice, bob, carol} {
+		if errs := tn.errors(); len(errs) > 0 {
+			t.Errorf("%s: errors %+v", tn.name, errs)
+		}
+	}
+}
+
+// TestSimultaneousDM: both sides open the DM at the same moment, over the
+// link and at the home server: one group, and both can talk.
+func TestSimultaneousDM(t *testing.T) {
+	leakCheck(t)
+	srv := nodetest.StartServer(t)
+	for round, linked := range []bool{true, false} {
+		alice, bob := newNode(t, fmt.Sprint("alice", round), srv), newNode(t, fmt.Sprint("bob", round), srv)
+		wait(alice, "ready", func(Ready) bool { return true })
+		wait(bob, "ready", func(Ready) bool { return true })
+		if linked {
+			link(alice, bob)
+		}
+		var wg sync.WaitGroup
+		var cs [2]Conversation
+		var errs [2]error
+		for i, p := range [][2]*tnode{{alice, bob}, {bob, alice}} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cs[i], errs[i] = p[0].n.DM(context.Background(), p[1].name)
+			}()
+		}
+		wg.Wait()
+		if errs[0] != nil || errs[1] != nil {
+			t.Fatal(errs)
+		}
+		if cs[0].ID != cs[1].ID {
+			t.Fatalf("two DMs: %s and %s", cs[0].ID, cs[1].ID)
+		}
+		wait(alice, "DM", func(c Conversation) bool { return c.Name == bob.name && len(c.Members) == 2 })
+		wait(bob, "DM", func(c Conversation) bool { return c.Name == alice.name && len(c.Members) == 2 })
+		if _, err := alice.n.Send(bob.name, "a→b"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.n.Send(alice.name, "b→a"); err != nil {
+			t.Fatal(err)
+		}
+		bob.waitText(alice.name, "a→b")
+		alice.waitText(bob.name, "b→a")
+		if n := len(alice.n.Conversations()); n != 1 {
+			t.Fatalf("alice has %d conversations", n)
+		}
+	}
+}
+
+// TestNameClaimedTwice: a name already bound is not rebound to another
+// identity; the user is told once per claimant.
+func TestNameClaimedTwice(t *testing.T) {
+	leakCheck(t)
+	alice := newNode(t, "alice", nil)
+	bob, mallory := make([]byte, 32), make([]byte, 32)
+	bob[0], mallory[0] = 1, 2
+	if !alice.n.bind("bob", bob) {
+		t.Fatal("first binding refused")
+	}
+	for range 3 {
+		if alice.n.bind("bob", mallory) {
+			t.Fatal("rebinding accepted")
+		}
+	}
+	e := wait(alice, "conflict", func(e Error) bool { return e.Code == "permission-denied" })
+	if !strings.Contains(e.Message, `"bob"`) {
+		t.Fatalf("error %+v", e)
+	}
+	alice.n.Report(Server{State: "marker"}) // events keep their order: repeats would come before it
+	wait(alice, "marker", func(s Server) bool { return s.State == "marker" })
+	if errs := alice.errors(); len(errs) != 0 {
+		t.Fatalf("told %d more times: %+v", len(errs), errs)
+	}
+	if id, _ := alice.n.resolve(context.Background(), "bob"); string(id) != string(bob) {
+		t.Fatal("bob resolves to the claimant")
+	}
+}
