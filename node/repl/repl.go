@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/quicproquo/qpq/node"
+	"github.com/quicproquo/qpq/node/conv"
 	"github.com/quicproquo/qpq/node/payload"
 	"github.com/quicproquo/qpq/rpc/errcode"
 )
@@ -86,10 +87,12 @@ func (r *REPL) report(ev node.Event) {
 
 // Event prints ev; pass it as the node's Config.OnEvent.
 func (r *REPL) Event(ev node.Event) {
-	if m, ok := ev.(node.Message); ok {
+	// With no current conversation, the first one that speaks or that we
+	// join becomes current, so a reply needs no /switch.
+	if name := joinedOrSpoke(ev); name != "" {
 		r.mu.Lock()
 		if r.current == "" {
-			r.current = m.Conversation
+			r.current = name
 			r.promptLocked()
 		}
 		r.mu.Unlock()
@@ -105,6 +108,20 @@ func (r *REPL) Event(ev node.Event) {
 	if s := r.human(ev); s != "" {
 		r.write(s)
 	}
+}
+
+// joinedOrSpoke names the conversation ev says a message arrived in or we
+// are now an active member of, or "".
+func joinedOrSpoke(ev node.Event) string {
+	switch e := ev.(type) {
+	case node.Message:
+		return e.Conversation
+	case node.Conversation:
+		if e.Status == conv.StatusActive.String() {
+			return e.Name
+		}
+	}
+	return ""
 }
 
 func (r *REPL) write(s string) {

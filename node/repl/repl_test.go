@@ -218,3 +218,30 @@ func (s *syncBuilder) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestJoinedConversationBecomesCurrent: with none current, the first
+// conversation we join (or that a message arrives in) becomes current, so
+// answering a DM that someone else opened needs no /switch; a later one
+// does not steal the focus, and a waiting or left one never takes it.
+func TestJoinedConversationBecomesCurrent(t *testing.T) {
+	r := New(io.Discard, Config{})
+	r.Event(node.Conversation{Name: "bob", Status: "waiting"})
+	if got := r.cur(); got != "" {
+		t.Fatalf("a waiting conversation became current: %q", got)
+	}
+	r.Event(node.Conversation{Name: "bob", Status: "active"})
+	if got := r.cur(); got != "bob" {
+		t.Fatalf("current after joining = %q, want bob", got)
+	}
+	r.Event(node.Conversation{Name: "crew", Status: "active"})
+	r.Event(node.Message{Conversation: "carol", Text: "hi"})
+	if got := r.cur(); got != "bob" {
+		t.Fatalf("a later conversation took the focus: %q", got)
+	}
+
+	r = New(io.Discard, Config{})
+	r.Event(node.Message{Conversation: "carol", Text: "hi"})
+	if got := r.cur(); got != "carol" {
+		t.Fatalf("current after a message = %q, want carol", got)
+	}
+}
