@@ -538,6 +538,16 @@ func (n *Node) onLogin(ctx context.Context, c *rpc.Client) error {
 	if err := n.topUpServer(ctx, c); err != nil {
 		return err
 	}
+	// The last-resort KeyPackage: served by the server once the stock
+	// there is drained, so that new contacts can always start a DM. The
+	// server keeps the newest, so uploading it again is harmless.
+	last, err := n.pstore.LastResortKeyPackage()
+	if err != nil {
+		return err
+	}
+	if _, err := c.UploadKeyPackage(ctx, n.self, last); err != nil {
+		return err
+	}
 	n.emit(Server{Server: n.cfg.Server, State: "up"})
 	n.becomeReady()
 	n.outbox.KickAll()

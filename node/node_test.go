@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -13,7 +14,9 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/quicproquo/qpq/node/internal/nodetest"
+	"github.com/quicproquo/qpq/node/keys"
 	"github.com/quicproquo/qpq/p2p"
+	"github.com/quicproquo/qpq/rpc"
 )
 
 const waitLimit = 30 * time.Second
@@ -233,6 +236,67 @@ func TestServerDM(t *testing.T) {
 	for _, ev := range bob.log.All() {
 		if m, ok := ev.(Message); ok {
 			t.Errorf("bob: extra message %+v", m)
+		}
+	}
+}
+
+// TestDrainedStock: someone fetches every KeyPackage bob keeps at the
+// home server while bob is offline; alice can still open a DM with him
+// (the server hands out bob's last-resort package), and bob joins it when
+// he is back.
+func TestDrainedStock(t *testing.T) {
+	leakCheck(t)
+	srv := nodetest.StartServer(t)
+	alice, bob := newNode(t, "alice", srv), newNode(t, "bob", srv)
+	wait(alice, "ready", func(Ready) bool { return true })
+	wait(bob, "ready", func(Ready) bool { return true })
+	bobID := bob.n.self
+	bob.stop()
+
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	conn, err := rpc.Dial(ctx, srv.Addr, rpc.DialOptions{Pin: srv.FP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	mallory := conn.Client()
+	malloryID, _, _ := ed25519.GenerateKey(nil)
+	if err := mallory.Register(ctx, "mallory", []byte("pw"), malloryID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mallory.Login(ctx, "mallory", []byte("pw"), malloryID); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	var last []byte
+	for i := range keys.DefaultStock + 2 {
+		if last, err = mallory.FetchKeyPackage(ctx, bobID); err != nil || last == nil {
+			t.Fatalf("fetch %d: %d bytes, %v", i, len(last), err)
+		}
+		seen[string(last)]++
+	}
+	if seen[string(last)] != 2 || len(seen) != keys.DefaultStock+1 {
+		t.Fatalf("drained %d distinct packages, the last one %d times; want the stock of %d, then one repeated",
+			len(seen), seen[string(last)], keys.DefaultStock)
+	}
+
+	if _, err := alice.n.DM(ctx, "bob"); err != nil {
+		t.Fatalf("DM with a drained stock: %v", err)
+	}
+	wait(alice, "DM with bob", func(c Conversation) bool { return c.Name == "bob" && len(c.Members) == 2 })
+	if _, err := alice.n.Send("bob", "still reachable"); err != nil {
+		t.Fatal(err)
+	}
+	bob.restart()
+	bob.waitText("alice", "still reachable")
+	if _, err := bob.n.Send("alice", "yes"); err != nil {
+		t.Fatal(err)
+	}
+	alice.waitText("bob", "yes")
+	for _, tn := range []*tnode{alice, bob} {
+		if errs := tn.errors(); len(errs) > 0 {
+			t.Errorf("%s: errors %+v", tn.name, errs)
 		}
 	}
 }

@@ -17,6 +17,9 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/quicproquo/qpq/internal/chanid"
+	"github.com/quicproquo/qpq/mls"
+	"github.com/quicproquo/qpq/mls/cipher"
+	"github.com/quicproquo/qpq/mls/codec"
 	"github.com/quicproquo/qpq/rpc"
 	"github.com/quicproquo/qpq/rpc/errcode"
 )
@@ -81,6 +84,80 @@ func TestKeyPackages(t *testing.T) {
 			if n != 1 {
 				t.Fatalf("package %q fetched %d times", p, n)
 			}
+		}
+	})
+}
+
+// kpOf makes an MLS KeyPackage of priv's identity, with the last_resort
+// extension if last, TLS-encoded (or framed as an MLSMessage).
+func kpOf(t testing.TB, priv ed25519.PrivateKey, last, framed bool) []byte {
+	t.Helper()
+	signer, cred, err := mls.Ed25519Identity(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ext mls.Extensions
+	if last {
+		ext = mls.Extensions{mls.LastResort()}
+	}
+	b, err := mls.NewKeyPackage(mls.CipherSuite(cipher.X25519_AES128GCM_SHA256_Ed25519), signer, cred, mls.LeafOptions{}, ext)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if framed {
+		return codec.Marshal(&mls.MLSMessage{Version: mls.MLS10, WireFormat: mls.WireFormatKeyPackage, KeyPackage: b.KeyPackage})
+	}
+	return codec.Marshal(b.KeyPackage)
+}
+
+// A last-resort KeyPackage is kept apart from the stock: fetches drain the
+// stock first, then get the last-resort one every time, without removing
+// it; a newer one replaces it; one that is not the uploader's, or not a
+// valid KeyPackage, is refused.
+func TestLastResortKeyPackage(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	t.Run("", func(t *testing.T) {
+		s := startServer(t, Config{})
+		alice, bob := s.newUser("alice"), s.newUser("bob")
+		if got := must[[]byte](t)(bob.c.FetchKeyPackage(bg, alice.id)); got != nil {
+			t.Fatalf("fetch with nothing stored = %x", got)
+		}
+		last1 := kpOf(t, alice.priv, true, false)
+		if _, err := alice.c.UploadKeyPackage(bg, alice.id, last1); err != nil {
+			t.Fatal(err)
+		}
+		ordinary := [][]byte{kpOf(t, alice.priv, false, false), []byte("opaque, not MLS")}
+		for _, kp := range ordinary {
+			if _, err := alice.c.UploadKeyPackage(bg, alice.id, kp); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i, want := range append(ordinary, last1, last1, last1) {
+			if got := must[[]byte](t)(bob.c.FetchKeyPackage(bg, alice.id)); !bytes.Equal(got, want) {
+				t.Fatalf("fetch %d: got %d bytes, want package of %d", i, len(got), len(want))
+			}
+		}
+		last2 := kpOf(t, alice.priv, true, true) // framed: also recognised
+		if _, err := alice.c.UploadKeyPackage(bg, alice.id, last2); err != nil {
+			t.Fatal(err)
+		}
+		if got := must[[]byte](t)(bob.c.FetchKeyPackage(bg, alice.id)); !bytes.Equal(got, last2) {
+			t.Fatal("the newer last-resort package did not replace the older")
+		}
+		fresh := kpOf(t, alice.priv, false, false)
+		must[[]byte](t)(alice.c.UploadKeyPackage(bg, alice.id, fresh))
+		if got := must[[]byte](t)(bob.c.FetchKeyPackage(bg, alice.id)); !bytes.Equal(got, fresh) {
+			t.Fatal("a refilled stock is not served before the last-resort package")
+		}
+
+		_, err := alice.c.UploadKeyPackage(bg, alice.id, kpOf(t, bob.priv, true, false))
+		wantCode(t, "bob's last-resort package uploaded by alice", err, errcode.InvalidArgument)
+		bad := kpOf(t, alice.priv, true, false)
+		bad[len(bad)-1] ^= 1 // the signature
+		_, err = alice.c.UploadKeyPackage(bg, alice.id, bad)
+		wantCode(t, "a last-resort package with a bad signature", err, errcode.InvalidArgument)
+		if got := must[[]byte](t)(bob.c.FetchKeyPackage(bg, alice.id)); !bytes.Equal(got, last2) {
+			t.Fatal("a refused upload changed the last-resort package")
 		}
 	})
 }
@@ -288,6 +365,22 @@ func FuzzCheckHybridKey(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if err := CheckHybridKey(b); err != nil && errcode.Of(err) != errcode.InvalidArgument {
 			t.Fatalf("%v", err)
+		}
+	})
+}
+
+func FuzzIsLastResort(f *testing.F) {
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	for _, last := range []bool{false, true} {
+		for _, framed := range []bool{false, true} {
+			f.Add(kpOf(f, priv, last, framed))
+		}
+	}
+	f.Add([]byte("kp"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		last, err := isLastResort([32]byte(pub), b)
+		if err != nil && (last || errcode.Of(err) != errcode.InvalidArgument) {
+			t.Fatalf("%v, %v", last, err)
 		}
 	})
 }

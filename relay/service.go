@@ -170,7 +170,8 @@ func (s *Service) keyCall(ctx context.Context, auth func() (schema.Auth, error),
 
 func internalErr(err error) error { return errcode.Errorf(errcode.Internal, "storage: %v", err) }
 
-// UploadKeyPackage stores a key package of the caller's own identity.
+// UploadKeyPackage stores a key package of the caller's own identity: in
+// its queue, or as its last-resort package (see keypackage.go).
 func (s *Service) UploadKeyPackage(ctx context.Context, call schema.NodeService_uploadKeyPackage) error {
 	return s.done("uploadKeyPackage", func() error {
 		p := call.Args()
@@ -188,7 +189,15 @@ func (s *Service) UploadKeyPackage(ctx context.Context, call schema.NodeService_
 		case len(pkg) > s.r.cfg.Limits.MaxKeyPackage:
 			return errcode.Errorf(errcode.ResourceExhausted, "package of %d bytes is above the limit of %d", len(pkg), s.r.cfg.Limits.MaxKeyPackage)
 		}
-		switch err := s.r.st.PutKeyPackage(id, pkg); {
+		last, err := isLastResort(id, pkg)
+		if err != nil {
+			return err
+		}
+		put := s.r.st.PutKeyPackage
+		if last {
+			put = s.r.st.PutLastResortKeyPackage
+		}
+		switch err := put(id, pkg); {
 		case errors.Is(err, store.ErrTooManyKeyPackages):
 			return errcode.Errorf(errcode.ResourceExhausted, "%d key packages already stored for this identity", s.r.cfg.Limits.MaxKeyPackages)
 		case err != nil:
@@ -203,7 +212,8 @@ func (s *Service) UploadKeyPackage(ctx context.Context, call schema.NodeService_
 	}())
 }
 
-// FetchKeyPackage pops the oldest key package of an identity.
+// FetchKeyPackage pops the oldest key package of an identity, or returns
+// its last-resort one when none is left.
 func (s *Service) FetchKeyPackage(ctx context.Context, call schema.NodeService_fetchKeyPackage) error {
 	return s.done("fetchKeyPackage", func() error {
 		p := call.Args()

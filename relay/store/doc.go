@@ -33,6 +33,7 @@
 //	endpoints identity [32]           -> endpoint    v1 | published i64 | nodeAddr
 //	remotes   identity [32]           -> remote      v1 | resolved u8 | updated i64 | len u8 | domain | name
 //	fedin     origin | 0x00 | stream  -> relay mark  v1 | last seq u64 | updated i64
+//	lastkp    identity [32]           -> the last-resort key package (served when the queue is empty, never removed)
 //	meta      name                    -> server secrets and the layout version
 //
 // queueID is identity | 0x00 for a default inbox, identity | 0x01 |

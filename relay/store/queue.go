@@ -267,12 +267,17 @@ func (s *Store) PutKeyPackage(identity Key, pkg []byte) error {
 	})
 }
 
-// PopKeyPackage removes and returns identity's oldest key package, or nil
-// when none is stored. Concurrent pops never return the same package.
+// PopKeyPackage removes and returns identity's oldest key package.
+// Concurrent pops never return the same package. When none is left it
+// returns identity's last-resort package, which stays (see
+// PutLastResortKeyPackage), or nil when there is none either.
 func (s *Store) PopKeyPackage(identity Key) ([]byte, error) {
 	id := keyPackageQueueID(identity)
 	if d, err := s.depth(id); err != nil || d == 0 {
-		return nil, err
+		if err != nil {
+			return nil, err
+		}
+		return s.LastResortKeyPackage(identity)
 	}
 	var pkg []byte
 	err := s.batch(func(tx *bbolt.Tx) error {
@@ -280,8 +285,32 @@ func (s *Store) PopKeyPackage(identity Key) ([]byte, error) {
 		pkg = nil
 		if len(got) == 1 {
 			pkg = got[0].Data
+		} else if v := tx.Bucket(bLastResort).Get(identity[:]); v != nil {
+			pkg = bytes.Clone(v) // drained meanwhile
 		}
 		return remove(tx, id, seqsOf(got))
+	})
+	return pkg, err
+}
+
+// PutLastResortKeyPackage stores identity's last-resort key package (an
+// MLS KeyPackage with the last_resort extension), replacing an older one:
+// PopKeyPackage hands it out, without removing it, once the ordinary ones
+// are gone, so that a drained stock never stops new contacts.
+func (s *Store) PutLastResortKeyPackage(identity Key, pkg []byte) error {
+	return s.batch(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bLastResort).Put(identity[:], pkg)
+	})
+}
+
+// LastResortKeyPackage returns identity's last-resort key package, or nil.
+func (s *Store) LastResortKeyPackage(identity Key) ([]byte, error) {
+	var pkg []byte
+	err := s.view(func(tx *bbolt.Tx) error {
+		if v := tx.Bucket(bLastResort).Get(identity[:]); v != nil {
+			pkg = bytes.Clone(v)
+		}
+		return nil
 	})
 	return pkg, err
 }

@@ -93,20 +93,21 @@ var (
 
 // Bucket names (see the package doc for their layout).
 var (
-	bQueues    = []byte("queues")
-	bItems     = []byte("items")
-	bChannels  = []byte("channels")
-	bUsers     = []byte("users")
-	bIdents    = []byte("idents")
-	bHybrid    = []byte("hkeys")
-	bTokens    = []byte("tokens")
-	bSessions  = []byte("sessions")
-	bEndpoints = []byte("endpoints")
-	bRemotes   = []byte("remotes")
-	bFedIn     = []byte("fedin")
-	bMeta      = []byte("meta")
+	bQueues     = []byte("queues")
+	bItems      = []byte("items")
+	bChannels   = []byte("channels")
+	bUsers      = []byte("users")
+	bIdents     = []byte("idents")
+	bHybrid     = []byte("hkeys")
+	bTokens     = []byte("tokens")
+	bSessions   = []byte("sessions")
+	bEndpoints  = []byte("endpoints")
+	bRemotes    = []byte("remotes")
+	bFedIn      = []byte("fedin")
+	bLastResort = []byte("lastkp")
+	bMeta       = []byte("meta")
 
-	bucketNames = [][]byte{bQueues, bItems, bChannels, bUsers, bIdents, bHybrid, bTokens, bSessions, bEndpoints, bRemotes, bFedIn, bMeta}
+	bucketNames = [][]byte{bQueues, bItems, bChannels, bUsers, bIdents, bHybrid, bTokens, bSessions, bEndpoints, bRemotes, bFedIn, bLastResort, bMeta}
 )
 
 // Keys in the meta bucket.

@@ -259,6 +259,39 @@ func TestKeyPackagesOldestFirst(t *testing.T) {
 	}
 }
 
+// The last-resort package is handed out only once the queue is empty,
+// every time, without being removed; a newer one replaces it, and it
+// survives a restart.
+func TestLastResortKeyPackage(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{})
+	id, other := key(7), key(8)
+	if err := s.PutLastResortKeyPackage(id, []byte("last-1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutLastResortKeyPackage(id, []byte("last-2")); err != nil {
+		t.Fatal(err)
+	}
+	s.PutKeyPackage(id, []byte("a"))
+	s.PutKeyPackage(id, []byte("b"))
+	for _, want := range []string{"a", "b", "last-2", "last-2"} {
+		if p, err := s.PopKeyPackage(id); err != nil || string(p) != want {
+			t.Fatalf("pop = %q, %v; want %q", p, err, want)
+		}
+	}
+	if n, _ := s.KeyPackageCount(id); n != 0 {
+		t.Fatalf("count = %d; the last-resort package is not in the stock", n)
+	}
+	if p, err := s.PopKeyPackage(other); p != nil || err != nil {
+		t.Fatalf("another identity's pop = %q, %v", p, err)
+	}
+	s.Close()
+	s = open(t, dir, Options{})
+	if p, err := s.PopKeyPackage(id); err != nil || string(p) != "last-2" {
+		t.Fatalf("after a restart: %q, %v", p, err)
+	}
+}
+
 func TestUsers(t *testing.T) {
 	s := open(t, t.TempDir(), Options{})
 	rec := bytes.Repeat([]byte{5}, 192)
