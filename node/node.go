@@ -121,6 +121,8 @@ type Node struct {
 	wg     sync.WaitGroup // background work started outside Run
 	runWG  sync.WaitGroup // Run, while it runs
 
+	reachKick chan struct{} // asks reachContacts for a pass
+
 	readyOnce sync.Once
 	closeOnce sync.Once
 	stockMu   sync.Mutex // serializes KeyPackage refills
@@ -130,8 +132,9 @@ type Node struct {
 	coolOff   map[string]time.Time
 	convCache map[string]conv.Conversation
 	resolving map[string]bool
-	static    map[peer.ID]bool // peers given by Config.Peers or AddPeer
-	conflicts map[string]bool  // name + identity claims already reported
+	static    map[peer.ID]bool          // peers given by Config.Peers or AddPeer, or resolved (reach.go)
+	records   map[string][]ma.Multiaddr // identity → addresses of its last endpoint record
+	conflicts map[string]bool           // name + identity claims already reported
 	// hybridKeys caches parsed keys of node.hybrid (which never change).
 	hybridKeys map[string]*seal.PublicKey
 	running    bool
@@ -178,6 +181,8 @@ func Open(ctx context.Context, cfg Config) (n *Node, err error) {
 		convCache: make(map[string]conv.Conversation),
 		resolving: make(map[string]bool),
 		static:    make(map[peer.ID]bool),
+		records:   make(map[string][]ma.Multiaddr),
+		reachKick: make(chan struct{}, 1),
 		conflicts: make(map[string]bool),
 
 		hybridKeys: make(map[string]*seal.PublicKey),
@@ -463,6 +468,7 @@ func (n *Node) Run(ctx context.Context) error {
 		goRun("endpoint publishing", func(ctx context.Context) error {
 			return p2p.Publish(ctx, n.host, directory{n}, p2p.PublishConfig{Logger: n.cfg.Logger})
 		})
+		goRun("reaching contacts", n.reachContacts)
 	} else {
 		n.becomeReady()
 	}
@@ -548,10 +554,35 @@ func (n *Node) onLogin(ctx context.Context, c *rpc.Client) error {
 	if _, err := c.UploadKeyPackage(ctx, n.self, last); err != nil {
 		return err
 	}
+	n.learnRelay(ctx, c)
+	n.kickReach()
 	n.emit(Server{Server: n.cfg.Server, State: "up"})
 	n.becomeReady()
 	n.outbox.KickAll()
 	return nil
+}
+
+// learnRelay makes the home server's circuit relay (from serverInfo) one
+// of this node's relays, so that peers who cannot reach it directly reach
+// it through its own server without a --relay flag. The answer comes over
+// the pinned TLS connection, so it is as trusted as the server. A server
+// without the extension or without a relay leaves the relays as they are;
+// that is not a login failure.
+func (n *Node) learnRelay(ctx context.Context, c *rpc.Client) {
+	_, rec, err := c.ServerInfo(ctx)
+	if err != nil {
+		n.log.Info("the home server does not say where its relay is", "err", err)
+		return
+	}
+	if len(rec) == 0 {
+		return
+	}
+	info, err := p2p.DecodeEndpoint(rec, nil)
+	if err != nil {
+		n.log.Warn("the home server's relay address is invalid", "err", err)
+		return
+	}
+	n.host.AddRelay(info)
 }
 
 func (n *Node) onServerDown(err error) {
@@ -668,6 +699,7 @@ func (n *Node) onConvEvent(ev conv.Event) {
 		n.convCache[string(ev.Conversation.ID)] = ev.Conversation
 		n.mu.Unlock()
 		n.emit(n.convEvent(ev.Conversation))
+		n.kickReach()
 		for _, m := range ev.Conversation.Members {
 			if _, known := n.names.Name(m); !known {
 				n.learnIdentity(m)

@@ -173,7 +173,7 @@ func (n *Node) onMDNS(ev mdns.Event) {
 	switch ev.Kind {
 	case mdns.PeerFound, mdns.PeerUpdated:
 		n.bind(p.Username, p.Identity)
-		n.host.AddPeer(p.AddrInfo())
+		n.host.AddPeer(n.withRecord(p.Identity, p.AddrInfo()))
 		if ev.Kind == mdns.PeerFound && n.link(p.Identity) == p2p.LinkDown {
 			n.emit(Peer{User: n.nameOf(p.Identity), Identity: hex.EncodeToString(p.Identity), Link: "seen"})
 		}

@@ -61,6 +61,7 @@ type Config struct {
 	// Relays are home servers whose circuit relay this node keeps a
 	// reservation at, so that peers who cannot reach it directly reach
 	// it through them. They are kept linked like AddPeer's peers.
+	// AddRelay adds relays later.
 	Relays []peer.AddrInfo
 	// RelayService makes this host a circuit relay for others (home
 	// servers).
@@ -199,8 +200,7 @@ func New(cfg Config) (*Host, error) {
 		return nil, err
 	}
 	for _, r := range cfg.Relays {
-		hst.AddPeer(r)
-		hst.addrs.reserve(r)
+		hst.AddRelay(r)
 	}
 	return hst, nil
 }

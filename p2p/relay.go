@@ -87,13 +87,24 @@ func newRelayService(h host.Host, c RelayServiceConfig) (*relayv2.Relay, error) 
 type addrBook struct {
 	h *Host
 
+	relayMu sync.Mutex // serializes AddRelay and RemoveRelay
+
 	mu       sync.Mutex // guards the fields below
 	circuits map[peer.ID][]ma.Multiaddr
+	relays   map[peer.ID]*reservation
 	changed  chan struct{} // closed and replaced on every change
 }
 
+// reservation is the loop that keeps a reservation at one relay.
+type reservation struct {
+	info   peer.AddrInfo
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the loop has ended
+}
+
 func newAddrBook(h *Host) *addrBook {
-	return &addrBook{h: h, circuits: make(map[peer.ID][]ma.Multiaddr), changed: make(chan struct{})}
+	return &addrBook{h: h, circuits: make(map[peer.ID][]ma.Multiaddr),
+		relays: make(map[peer.ID]*reservation), changed: make(chan struct{})}
 }
 
 func (b *addrBook) signal() {
@@ -171,9 +182,46 @@ func (h *Host) Endpoint() (peer.AddrInfo, <-chan struct{}) {
 	return h.AddrInfo(), ch
 }
 
-// reserve keeps a reservation at relay r while the host runs.
-func (b *addrBook) reserve(r peer.AddrInfo) {
-	b.h.goroutine(func() { b.reserveLoop(b.h.ctx, r) })
+// AddRelay makes r one of this node's relays (as Config.Relays does): the
+// host keeps a link to it and a reservation there, and advertises a
+// circuit address through it. Adding a relay again with other addresses
+// replaces them.
+func (h *Host) AddRelay(r peer.AddrInfo) {
+	if r.ID == h.ID() {
+		return
+	}
+	b := h.addrs
+	b.relayMu.Lock()
+	defer b.relayMu.Unlock()
+	b.mu.Lock()
+	old := b.relays[r.ID]
+	b.mu.Unlock()
+	if old != nil {
+		if sameAddrs(old.info.Addrs, r.Addrs) {
+			return
+		}
+		b.stopReservation(old)
+	}
+	h.AddPeer(r)
+	ctx, cancel := context.WithCancel(h.ctx)
+	res := &reservation{info: r, cancel: cancel, done: make(chan struct{})}
+	if !h.goroutine(func() {
+		defer close(res.done)
+		b.reserveLoop(ctx, r)
+	}) {
+		cancel()
+		return
+	}
+	b.mu.Lock()
+	b.relays[r.ID] = res
+	b.mu.Unlock()
+}
+
+// stopReservation ends res's loop and waits for it (its circuit addresses
+// are gone then). b.relayMu must be held.
+func (b *addrBook) stopReservation(res *reservation) {
+	res.cancel()
+	<-res.done
 }
 
 func (b *addrBook) reserveLoop(ctx context.Context, r peer.AddrInfo) {

@@ -138,6 +138,11 @@ type Config struct {
 	Registry *prometheus.Registry
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// P2PAddr returns the JSON of the libp2p peer.AddrInfo of the
+	// server's circuit relay (p2p.EncodeEndpoint), which serverInfo hands
+	// to clients so that their nodes find their relay; nil, or a nil
+	// result, means none. It is called once per serverInfo call.
+	P2PAddr func() []byte
 	// Federation, if set, relays for users of other domains through their
 	// home servers (package federation). Domain above is this server's;
 	// Open fills in Federation's Domain, MaxPayload, MaxBatch, Logger,

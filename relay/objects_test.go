@@ -162,6 +162,24 @@ func TestLastResortKeyPackage(t *testing.T) {
 	})
 }
 
+// serverInfo needs no login: the domain, and the relay's address when
+// the server has one.
+func TestServerInfo(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	t.Run("", func(t *testing.T) {
+		plain := startServer(t, Config{Domain: "a.test"})
+		domain, rec, err := plain.dial().ServerInfo(bg)
+		if err != nil || domain != "a.test" || rec != nil {
+			t.Fatalf("without a relay: %q, %q, %v", domain, rec, err)
+		}
+		relayed := startServer(t, Config{P2PAddr: func() []byte { return []byte(`{"ID":"x","Addrs":[]}`) }})
+		domain, rec, err = relayed.dial().ServerInfo(bg)
+		if err != nil || domain != "" || string(rec) != `{"ID":"x","Addrs":[]}` {
+			t.Fatalf("with a relay: %q, %q, %v", domain, rec, err)
+		}
+	})
+}
+
 func hybridKey(t *testing.T) []byte {
 	k, err := hpke.MLKEM768X25519().GenerateKey()
 	if err != nil {

@@ -513,6 +513,28 @@ func (s *Service) Health(_ context.Context, call schema.NodeService_health) erro
 	}())
 }
 
+// ServerInfo answers what clients need to know about this server: its
+// domain and its circuit relay's address. Like health it needs no auth:
+// both are announced by mDNS and printed by qpq serve anyway.
+func (s *Service) ServerInfo(_ context.Context, call schema.NodeService_serverInfo) error {
+	return s.done("serverInfo", func() error {
+		if err := s.admit(); err != nil {
+			return err
+		}
+		res, err := call.AllocResults()
+		if err != nil {
+			return err
+		}
+		if err := res.SetDomain(s.r.cfg.Domain); err != nil {
+			return err
+		}
+		if s.r.cfg.P2PAddr == nil {
+			return nil
+		}
+		return res.SetP2pAddr(s.r.cfg.P2PAddr())
+	}())
+}
+
 // UploadHybridKey stores the caller's X-Wing public key.
 func (s *Service) UploadHybridKey(ctx context.Context, call schema.NodeService_uploadHybridKey) error {
 	return s.done("uploadHybridKey", func() error {

@@ -128,6 +128,25 @@ func (c *Client) Health(ctx context.Context) (string, error) {
 	return s, nil
 }
 
+// ServerInfo returns what a home server says about itself (the serverInfo
+// extension): its domain and the JSON peer.AddrInfo of its circuit relay
+// (nil without one). It needs no login.
+func (c *Client) ServerInfo(ctx context.Context) (domain string, p2pAddr []byte, err error) {
+	f, release := c.ns.ServerInfo(ctx, nil)
+	defer release()
+	res, err := f.Struct()
+	if err != nil {
+		return "", nil, callError(ctx, "serverInfo", err)
+	}
+	if domain, err = res.Domain(); err != nil {
+		return "", nil, callError(ctx, "serverInfo", err)
+	}
+	if p2pAddr, err = copyData(res.P2pAddr()); err != nil {
+		return "", nil, callError(ctx, "serverInfo", err)
+	}
+	return domain, p2pAddr, nil
+}
+
 // UploadKeyPackage stores a single-use MLS KeyPackage of the caller's own
 // identity and returns its SHA-256 fingerprint.
 func (c *Client) UploadKeyPackage(ctx context.Context, identity, pkg []byte) ([]byte, error) {

@@ -80,6 +80,11 @@ resolveIdentity @20 (identityKey :Data, auth :Auth) -> (username :Text);
 # them like peek (sorted by seq, nothing removed). Use `ack` once processed,
 # so a client that crashes before storing what it read loses nothing.
 peekWait @21 (recipientKey :Data, channelId :Data, version :UInt16, timeoutMs :UInt64, auth :Auth, limit :UInt32) -> (payloads :List(Envelope));
+# What a home server tells its clients about itself; no auth, like health.
+# domain : its users are name@domain (empty if it has none).
+# p2pAddr : JSON of the libp2p peer.AddrInfo of its circuit relay, as in
+# publishEndpoint (empty without one), so clients find their relay.
+serverInfo @22 () -> (domain :Text, p2pAddr :Data);
 # ── end of extensions ──────────────────────────────────────────────────────
 }
 struct Auth {

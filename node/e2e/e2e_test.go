@@ -341,3 +341,60 @@ func TestRemoval(t *testing.T) {
 	}
 	noErrors(t, alice, bob)
 }
+
+// TestRelayedAcrossBlockedPaths: alice and bob cannot reach each other at
+// all (no mDNS, no packets) but both reach their home server, which they
+// were given only as --server. Each learns the server's circuit relay
+// from serverInfo and holds a reservation there; each finds the other's
+// endpoint record at the server once they share a conversation; they
+// link through the relay and messages go over that link, not into the
+// server's store.
+func TestRelayedAcrossBlockedPaths(t *testing.T) {
+	l := newLAN(t, 3)
+	srv := server(t, l, 2)
+	if err := l.Block(lantest.Context(t, time.Minute), 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	alice, bob := startChat(t, l, 0, "alice", srv), startChat(t, l, 1, "bob", srv)
+	alice.ready()
+	bob.ready()
+	dm(t, alice, bob)
+	relayed := func(who string) func(event) bool {
+		return func(e event) bool { return e.Type == "peer" && e.User == who && e.Link == "relayed" }
+	}
+	alice.wait("relayed link to bob", relayed("bob"))
+	bob.wait("relayed link to alice", relayed("alice"))
+
+	// The first messages may still go through the store while the link
+	// settles; then three in a row must arrive over the link.
+	var want []string
+	deadline := time.Now().Add(waitLimit)
+	for i, run := 0, 0; run < 3; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("never 3 messages in a row over the relayed link within %v", waitLimit)
+		}
+		text := fmt.Sprint("through the relay ", i)
+		alice.say(text)
+		want = append(want, text)
+		if m := bob.got("alice", text); m.Via == "direct" {
+			run++
+		} else {
+			run = 0
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	bob.say("and back")
+	if m := alice.got("bob", "and back"); m.Via != "direct" {
+		t.Errorf("bob's answer arrived via %s, want over the relayed link", m.Via)
+	}
+	for _, c := range []*chat{alice, bob} {
+		for _, e := range c.all {
+			if e.Type == "peer" && e.Link == "direct" && (e.User == "alice" || e.User == "bob") {
+				t.Errorf("%s: a direct link across the block: %v", c.user, e)
+			}
+		}
+	}
+	inOrder(t, bob, "alice", "alice", want)
+	checkOnce(t, bob)
+	noErrors(t, alice, bob)
+}

@@ -160,11 +160,15 @@ func Start(cfg Config) (_ *Server, err error) {
 	if cfg.Relay.Logger == nil {
 		cfg.Relay.Logger = cfg.Logger.With("component", "relay")
 	}
+	s := &Server{cfg: cfg, log: cfg.Logger}
+	// serverInfo hands clients the relay's address; Start sets s.host
+	// before Run serves any call.
+	cfg.Relay.P2PAddr = s.p2pAddr
 	if cfg.Relay.Registry == nil {
 		cfg.Relay.Registry = prometheus.NewRegistry()
 		cfg.Relay.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger}
+	s.cfg = cfg
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -268,6 +272,20 @@ func (s *Server) startP2P(key ed25519.PrivateKey) error {
 	info := h.AddrInfo()
 	s.info.P2P = &info
 	return nil
+}
+
+// p2pAddr is the JSON peer.AddrInfo of the libp2p host (its circuit
+// relay), or nil without P2P.
+func (s *Server) p2pAddr() []byte {
+	if s.host == nil {
+		return nil
+	}
+	rec, err := p2p.EncodeEndpoint(s.host.AddrInfo())
+	if err != nil {
+		s.log.Error("cannot encode the relay's address for serverInfo", "err", err)
+		return nil
+	}
+	return rec
 }
 
 // defaultP2PListen is QUIC on DefaultP2PPort at the host of listen.

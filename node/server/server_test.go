@@ -9,6 +9,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/quicproquo/qpq/node/server"
+	"github.com/quicproquo/qpq/p2p"
 	"github.com/quicproquo/qpq/relay"
 	"github.com/quicproquo/qpq/rpc"
 )
@@ -58,6 +59,16 @@ func TestStartRunClose(t *testing.T) {
 	}
 	if st, err := conn.Client().Health(ctx); err != nil || st != "ok" {
 		t.Fatalf("health %q, %v", st, err)
+	}
+	// serverInfo, without logging in: the domain, and the relay as the
+	// server prints it.
+	domain, rec, err := conn.Client().ServerInfo(ctx)
+	if err != nil || domain != "loop.test" {
+		t.Fatalf("serverInfo: %q, %v", domain, err)
+	}
+	relayInfo, err := p2p.DecodeEndpoint(rec, in.Identity)
+	if err != nil || relayInfo.ID != in.P2P.ID || len(relayInfo.Addrs) != len(in.P2P.Addrs) || !relayInfo.Addrs[0].Equal(in.P2P.Addrs[0]) {
+		t.Fatalf("serverInfo's relay %v (%v), want %v", relayInfo, err, in.P2P)
 	}
 	conn.Close()
 	cancel()

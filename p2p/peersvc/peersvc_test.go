@@ -427,6 +427,7 @@ func TestNotOfferedOverP2P(t *testing.T) {
 		"resolveEndpoint":      func() error { f, r := ns.ResolveEndpoint(ctx, nil); defer r(); _, err := f.Struct(); return err },
 		"peek":                 func() error { f, r := ns.Peek(ctx, nil); defer r(); _, err := f.Struct(); return err },
 		"ack":                  func() error { f, r := ns.Ack(ctx, nil); defer r(); _, err := f.Struct(); return err },
+		"serverInfo":           func() error { f, r := ns.ServerInfo(ctx, nil); defer r(); _, err := f.Struct(); return err },
 	}
 	for name, call := range calls {
 		err := call()

@@ -456,3 +456,7 @@ func (s *server) Peek(context.Context, schema.NodeService_peek) error {
 func (s *server) Ack(context.Context, schema.NodeService_ack) error {
 	return notOffered("ack")
 }
+
+func (s *server) ServerInfo(context.Context, schema.NodeService_serverInfo) error {
+	return notOffered("serverInfo")
+}

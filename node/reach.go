@@ -1,0 +1,122 @@
+package node
+
+import (
+	"context"
+	"crypto/ed25519"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/quicproquo/qpq/p2p"
+)
+
+// Reaching contacts across the internet: mDNS links the LAN; for the other
+// members of this node's conversations the node resolves their endpoint
+// records at the home server and keeps a link to them, direct when a
+// path exists and otherwise through the circuit relay of their home
+// server (the record holds both kinds of address). Messages then go peer
+// to peer and the home server only stores what finds no link.
+const (
+	// reachInterval is how often unlinked contacts are resolved again
+	// (their addresses change when they move or renew a reservation).
+	reachInterval = time.Minute
+	// reachTimeout bounds one resolveEndpoint call.
+	reachTimeout = 5 * time.Second
+)
+
+// kickReach asks the reach loop for a pass now (after a login, or when
+// a conversation's members changed).
+func (n *Node) kickReach() {
+	select {
+	case n.reachKick <- struct{}{}:
+	default:
+	}
+}
+
+// reachContacts runs the passes until ctx ends.
+func (n *Node) reachContacts(ctx context.Context) error {
+	t := time.NewTicker(reachInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.reachKick:
+		case <-t.C:
+		}
+		if n.serverClient() == nil {
+			continue // the next login kicks
+		}
+		for _, id := range n.unreachedContacts() {
+			n.reach(ctx, id)
+		}
+	}
+}
+
+// unreachedContacts are the other members of active conversations that
+// are not linked. Those mDNS sees are included: being seen on the LAN
+// does not mean a packet gets through (client isolation on Wi-Fi).
+func (n *Node) unreachedContacts() []ed25519.PublicKey {
+	seen := map[string]bool{string(n.self): true}
+	var out []ed25519.PublicKey
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, c := range n.convCache {
+		for _, m := range c.Members {
+			if seen[string(m)] || n.links[string(m)] != p2p.LinkDown {
+				continue
+			}
+			seen[string(m)] = true
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// withRecord adds to lan (a peer's addresses as mDNS sees them, or none)
+// those of identity's last endpoint record, so that neither source
+// replaces the other's when it updates the link.
+func (n *Node) withRecord(identity ed25519.PublicKey, lan peer.AddrInfo) peer.AddrInfo {
+	n.mu.Lock()
+	rec := n.records[string(identity)]
+	n.mu.Unlock()
+	info := peer.AddrInfo{ID: lan.ID, Addrs: slices.Clone(lan.Addrs)}
+	for _, a := range rec {
+		if !slices.ContainsFunc(info.Addrs, a.Equal) {
+			info.Addrs = append(info.Addrs, a)
+		}
+	}
+	return info
+}
+
+// reach resolves identity's endpoint and links to it. A contact without
+// a record (never online with a server, or of another domain) stays
+// reachable through the home server only.
+func (n *Node) reach(ctx context.Context, identity ed25519.PublicKey) {
+	ctx, cancel := context.WithTimeout(ctx, reachTimeout)
+	defer cancel()
+	rec, err := directory{n}.ResolveEndpoint(ctx, identity)
+	if err != nil {
+		n.log.Debug("resolving a contact's endpoint", "peer", n.nameOf(identity), "err", err)
+		return
+	}
+	if len(rec) == 0 {
+		return
+	}
+	info, err := p2p.DecodeEndpoint(rec, identity)
+	if err != nil {
+		n.log.Warn("a contact's endpoint record is invalid", "peer", n.nameOf(identity), "err", err)
+		return
+	}
+	n.log.Debug("linking to a contact found at the home server", "peer", n.nameOf(identity), "addrs", len(info.Addrs))
+	n.mu.Lock()
+	n.records[string(identity)] = info.Addrs
+	n.static[info.ID] = true
+	n.mu.Unlock()
+	lan := peer.AddrInfo{ID: info.ID}
+	if p, ok := n.mdnsPeer(identity); ok {
+		lan = p.AddrInfo()
+	}
+	n.host.AddPeer(n.withRecord(identity, lan))
+}
