@@ -76,8 +76,14 @@ type Config struct {
 	// Peers are peers to keep linked besides those mDNS finds.
 	Peers []peer.AddrInfo
 	// Relays are libp2p circuit relays (home servers) to hold a
-	// reservation at.
+	// reservation at, besides the home server's own (learned at login).
 	Relays []peer.AddrInfo
+	// ServerOnly keeps this device's IP address from contacts beyond the
+	// LAN: the node publishes no endpoint record, takes no relay from the
+	// home server and links to no contact's published endpoint, so
+	// messages to peers outside the LAN always go through the home
+	// server. mDNS is not affected (NoMDNS turns it off).
+	ServerOnly bool
 	// KeyPackages is the stock kept at each place (keys.DefaultStock).
 	KeyPackages int
 	// DirectTimeout and DirectCoolOff: see the defaults.
@@ -132,6 +138,7 @@ type Node struct {
 	coolOff   map[string]time.Time
 	convCache map[string]conv.Conversation
 	resolving map[string]bool
+	unnamed   []ed25519.PublicKey // members met in conversations, for nameNewMembers
 	static    map[peer.ID]bool          // peers given by Config.Peers or AddPeer, or resolved (reach.go)
 	records   map[string][]ma.Multiaddr // identity → addresses of its last endpoint record
 	conflicts map[string]bool           // name + identity claims already reported
@@ -465,10 +472,12 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 			return err
 		})
-		goRun("endpoint publishing", func(ctx context.Context) error {
-			return p2p.Publish(ctx, n.host, directory{n}, p2p.PublishConfig{Logger: n.cfg.Logger})
-		})
-		goRun("reaching contacts", n.reachContacts)
+		if !n.cfg.ServerOnly {
+			goRun("endpoint publishing", func(ctx context.Context) error {
+				return p2p.Publish(ctx, n.host, directory{n}, p2p.PublishConfig{Logger: n.cfg.Logger})
+			})
+			goRun("reaching contacts", n.reachContacts)
+		}
 	} else {
 		n.becomeReady()
 	}
@@ -554,8 +563,10 @@ func (n *Node) onLogin(ctx context.Context, c *rpc.Client) error {
 	if _, err := c.UploadKeyPackage(ctx, n.self, last); err != nil {
 		return err
 	}
-	n.learnRelay(ctx, c)
-	n.kickReach()
+	if !n.cfg.ServerOnly {
+		n.learnRelay(ctx, c)
+		n.kickReach()
+	}
 	n.emit(Server{Server: n.cfg.Server, State: "up"})
 	n.becomeReady()
 	n.outbox.KickAll()
@@ -702,6 +713,7 @@ func (n *Node) onConvEvent(ev conv.Event) {
 		n.kickReach()
 		for _, m := range ev.Conversation.Members {
 			if _, known := n.names.Name(m); !known {
+				n.noteUnnamed(m)
 				n.learnIdentity(m)
 			}
 		}

@@ -33,6 +33,8 @@ type tnode struct {
 	dir  string
 	srv  *nodetest.Server
 	n    *Node
+	// serverOnly: see Config.ServerOnly.
+	serverOnly bool
 
 	log    nodetest.Log[Event]
 	cancel context.CancelFunc
@@ -41,6 +43,14 @@ type tnode struct {
 
 func newNode(t *testing.T, name string, srv *nodetest.Server) *tnode {
 	return benchNode(t, name, srv)
+}
+
+// serverOnlyNode is newNode with Config.ServerOnly.
+func serverOnlyNode(t *testing.T, name string, srv *nodetest.Server) *tnode {
+	tn := &tnode{t: t, name: name, dir: t.TempDir(), srv: srv, serverOnly: true}
+	tn.start()
+	t.Cleanup(tn.stop)
+	return tn
 }
 
 func benchNode(t testing.TB, name string, srv ...*nodetest.Server) *tnode {
@@ -63,6 +73,7 @@ func (tn *tnode) start() {
 		ListenAddrs: []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/udp/0/quic-v1")},
 		Link:        p2p.LinkConfig{Heartbeat: 200 * time.Millisecond, DeadAfter: time.Second, RedialMax: time.Second},
 		OnEvent:     tn.log.Add,
+		ServerOnly:  tn.serverOnly,
 	}
 	if tn.srv != nil {
 		cfg.Server = tn.srv.Addr
@@ -185,13 +196,14 @@ func TestMarshalEvent(t *testing.T) {
 	}
 }
 
-// TestServerDM: two nodes with no P2P link between them talk through their
-// home server: registration, pin, DM, and messages kept while the
-// recipient is down, read after it restarts, each once.
+// TestServerDM: two nodes that keep their addresses from each other
+// (ServerOnly, so no P2P link) talk through their home server:
+// registration, pin, DM, and messages kept while the recipient is down,
+// read after it restarts, each once.
 func TestServerDM(t *testing.T) {
 	leakCheck(t)
 	srv := nodetest.StartServer(t)
-	alice, bob := newNode(t, "alice", srv), newNode(t, "bob", srv)
+	alice, bob := serverOnlyNode(t, "alice", srv), serverOnlyNode(t, "bob", srv)
 	for _, tn := range []*tnode{alice, bob} {
 		p := wait(tn, "pin", func(Pin) bool { return true })
 		if !p.First || p.Fingerprint != srv.FP.String() {
@@ -236,6 +248,46 @@ func TestServerDM(t *testing.T) {
 	for _, ev := range bob.log.All() {
 		if m, ok := ev.(Message); ok {
 			t.Errorf("bob: extra message %+v", m)
+		}
+	}
+	for _, tn := range []*tnode{alice, bob} {
+		if ps := tn.n.Peers(); len(ps) != 0 {
+			t.Errorf("%s is server-only but linked to %+v", tn.name, ps)
+		}
+	}
+}
+
+// TestReachThroughServer: two nodes that do not see each other on a LAN
+// (no mDNS) but share a home server link up once they share a
+// conversation — each resolves the other's endpoint record there — and
+// then talk over that link, not through the server's store.
+func TestReachThroughServer(t *testing.T) {
+	leakCheck(t)
+	srv := nodetest.StartServer(t)
+	alice, bob := newNode(t, "alice", srv), newNode(t, "bob", srv)
+	for _, tn := range []*tnode{alice, bob} {
+		wait(tn, "ready", func(Ready) bool { return true })
+	}
+	ctx := context.Background()
+	if _, err := alice.n.DM(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.n.DM(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	wait(alice, "DM with bob", func(c Conversation) bool { return c.Name == "bob" && len(c.Members) == 2 })
+	wait(bob, "DM with alice", func(c Conversation) bool { return c.Name == "alice" && len(c.Members) == 2 })
+	wait(alice, "link to bob", func(p Peer) bool { return p.User == "bob" && p.Link == "direct" })
+	for i := 0; ; i++ {
+		text := fmt.Sprint("hello ", i)
+		if _, err := alice.n.Send("bob", text); err != nil {
+			t.Fatal(err)
+		}
+		if m := bob.waitText("alice", text); m.Via == "direct" {
+			break
+		}
+		if i == 20 {
+			t.Fatal("20 messages after the link came up, none went over it")
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -50,49 +51,13 @@ func (n *Node) onLink(ev p2p.LinkEvent) {
 	copy(r[:], ev.Identity)
 	n.outbox.Kick(r)
 	if _, known := n.names.Name(ev.Identity); !known {
-		n.learnName(ev.Peer, ev.Identity)
+		n.learnIdentity(ev.Identity)
 	}
 }
 
-// learnName asks a linked peer its user name (resolveIdentity over the
-// P2P link) and binds it.
-func (n *Node) learnName(id peer.ID, identity ed25519.PublicKey) {
-	n.resolveInBackground(identity, func(ctx context.Context) (string, error) {
-		ns, err := n.host.NodeService(ctx, id)
-		if err != nil {
-			return "", err
-		}
-		defer ns.Release()
-		return rpc.NewClient(ns).ResolveIdentity(ctx, identity)
-	})
-}
-
-// learnIdentity finds the user name of a conversation member this node
-// has not met: from the home server, else from the peer if linked.
+// learnIdentity finds, in the background, the user name of a peer this
+// node has not met (a conversation member, or a new link).
 func (n *Node) learnIdentity(identity ed25519.PublicKey) {
-	n.resolveInBackground(identity, func(ctx context.Context) (string, error) {
-		if c := n.serverClient(); c != nil {
-			if name, err := c.ResolveIdentity(ctx, identity); err == nil && name != "" {
-				return name, nil
-			}
-		}
-		id, err := p2p.PeerID(identity)
-		if err != nil || n.link(identity) == p2p.LinkDown {
-			return "", errUnreachable
-		}
-		ns, err := n.host.NodeService(ctx, id)
-		if err != nil {
-			return "", err
-		}
-		defer ns.Release()
-		return rpc.NewClient(ns).ResolveIdentity(ctx, identity)
-	})
-}
-
-// resolveInBackground runs ask (once at a time per identity) and binds the
-// name it returns; the peer and the conversations with it are reported
-// again under that name.
-func (n *Node) resolveInBackground(identity ed25519.PublicKey, ask func(context.Context) (string, error)) {
 	n.mu.Lock()
 	if n.resolving[string(identity)] {
 		n.mu.Unlock()
@@ -108,28 +73,93 @@ func (n *Node) resolveInBackground(identity ed25519.PublicKey, ask func(context.
 		}()
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		name, err := ask(ctx)
-		if err != nil || name == "" || !n.bind(name, identity) {
-			return
+		n.resolveName(ctx, identity)
+	})
+}
+
+// nameWaitLimit bounds how long nameNewMembers holds up the inbox.
+const nameWaitLimit = 3 * time.Second
+
+// maxUnnamed bounds the members noted for nameNewMembers (a group's
+// Welcome can introduce many at once; the rest are named in the background).
+const maxUnnamed = 64
+
+// noteUnnamed notes a member met in a conversation whose name is unknown.
+func (n *Node) noteUnnamed(identity ed25519.PublicKey) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(n.unnamed) < maxUnnamed && !slices.ContainsFunc(n.unnamed, func(k ed25519.PublicKey) bool { return bytes.Equal(k, identity) }) {
+		n.unnamed = append(n.unnamed, identity)
+	}
+}
+
+// nameNewMembers resolves, before the inbox loop goes on to the next
+// message, the names of members that joining or a Commit just introduced,
+// so that the messages right behind a Welcome are shown under the
+// sender's name rather than a fingerprint. It waits at most
+// nameWaitLimit; what is still unknown then is left to learnIdentity.
+func (n *Node) nameNewMembers() {
+	n.mu.Lock()
+	ids := n.unnamed
+	n.unnamed = nil
+	n.mu.Unlock()
+	if len(ids) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, nameWaitLimit)
+	defer cancel()
+	for _, id := range ids {
+		if _, known := n.names.Name(id); !known {
+			n.resolveName(ctx, id)
 		}
-		if st := n.link(identity); st != p2p.LinkDown {
-			n.emit(Peer{User: name, Identity: hex.EncodeToString(identity), Link: st.String()})
-		}
-		n.mu.Lock()
-		var changed []conv.Conversation
-		for _, c := range n.convCache {
-			for _, m := range c.Members {
-				if bytes.Equal(m, identity) {
-					changed = append(changed, c)
-					break
-				}
+	}
+}
+
+// resolveName asks for identity's user name — the home server first (it
+// answers at once, while a link that just came up may be one of two
+// simultaneous connections, the one about to be closed), else the peer
+// itself if linked — and binds it; the peer and the conversations with it
+// are reported again under that name.
+func (n *Node) resolveName(ctx context.Context, identity ed25519.PublicKey) {
+	name, err := n.askName(ctx, identity)
+	if err != nil || name == "" || !n.bind(name, identity) {
+		return
+	}
+	if st := n.link(identity); st != p2p.LinkDown {
+		n.emit(Peer{User: name, Identity: hex.EncodeToString(identity), Link: st.String()})
+	}
+	n.mu.Lock()
+	var changed []conv.Conversation
+	for _, c := range n.convCache {
+		for _, m := range c.Members {
+			if bytes.Equal(m, identity) {
+				changed = append(changed, c)
+				break
 			}
 		}
-		n.mu.Unlock()
-		for _, c := range changed {
-			n.emit(n.convEvent(c))
+	}
+	n.mu.Unlock()
+	for _, c := range changed {
+		n.emit(n.convEvent(c))
+	}
+}
+
+func (n *Node) askName(ctx context.Context, identity ed25519.PublicKey) (string, error) {
+	if c := n.serverClient(); c != nil {
+		if name, err := c.ResolveIdentity(ctx, identity); err == nil && name != "" {
+			return name, nil
 		}
-	})
+	}
+	id, err := p2p.PeerID(identity)
+	if err != nil || n.link(identity) == p2p.LinkDown {
+		return "", errUnreachable
+	}
+	ns, err := n.host.NodeService(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	defer ns.Release()
+	return rpc.NewClient(ns).ResolveIdentity(ctx, identity)
 }
 
 // bind records a name learned from the network, or reports the conflict.
@@ -351,5 +381,7 @@ func (n *Node) handleSealed(via string, sealed []byte) error {
 		n.log.Info("dropping an envelope that does not open", "via", via, "err", err)
 		return nil
 	}
-	return n.convs.Handle(via, pt)
+	err = n.convs.Handle(via, pt)
+	n.nameNewMembers()
+	return err
 }

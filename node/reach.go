@@ -21,6 +21,9 @@ const (
 	// reachInterval is how often unlinked contacts are resolved again
 	// (their addresses change when they move or renew a reservation).
 	reachInterval = time.Minute
+	// reachRetryMin is the first wait before resolving again a contact
+	// that had no record.
+	reachRetryMin = 2 * time.Second
 	// reachTimeout bounds one resolveEndpoint call.
 	reachTimeout = 5 * time.Second
 )
@@ -34,23 +37,35 @@ func (n *Node) kickReach() {
 	}
 }
 
-// reachContacts runs the passes until ctx ends.
+// reachContacts runs the passes until ctx ends. A pass that leaves a
+// contact unlinked (no record yet: it may publish a moment after we
+// looked) is followed by another after a backoff from reachRetryMin up
+// to reachInterval; a kick starts over.
 func (n *Node) reachContacts(ctx context.Context) error {
-	t := time.NewTicker(reachInterval)
+	t := time.NewTimer(reachInterval)
 	defer t.Stop()
+	retry := reachRetryMin
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-n.reachKick:
+			retry = reachRetryMin
 		case <-t.C:
 		}
-		if n.serverClient() == nil {
-			continue // the next login kicks
+		next := reachInterval
+		if n.serverClient() != nil {
+			missed := false
+			for _, id := range n.unreachedContacts() {
+				if !n.reach(ctx, id) {
+					missed = true
+				}
+			}
+			if missed {
+				next, retry = retry, min(2*retry, reachInterval)
+			}
 		}
-		for _, id := range n.unreachedContacts() {
-			n.reach(ctx, id)
-		}
+		t.Reset(next)
 	}
 }
 
@@ -90,24 +105,24 @@ func (n *Node) withRecord(identity ed25519.PublicKey, lan peer.AddrInfo) peer.Ad
 	return info
 }
 
-// reach resolves identity's endpoint and links to it. A contact without
-// a record (never online with a server, or of another domain) stays
-// reachable through the home server only.
-func (n *Node) reach(ctx context.Context, identity ed25519.PublicKey) {
+// reach resolves identity's endpoint and links to it, and reports
+// whether it found one. A contact without a record (offline, or of
+// another domain) stays reachable through the home server only.
+func (n *Node) reach(ctx context.Context, identity ed25519.PublicKey) bool {
 	ctx, cancel := context.WithTimeout(ctx, reachTimeout)
 	defer cancel()
 	rec, err := directory{n}.ResolveEndpoint(ctx, identity)
 	if err != nil {
 		n.log.Debug("resolving a contact's endpoint", "peer", n.nameOf(identity), "err", err)
-		return
+		return false
 	}
 	if len(rec) == 0 {
-		return
+		return false
 	}
 	info, err := p2p.DecodeEndpoint(rec, identity)
 	if err != nil {
 		n.log.Warn("a contact's endpoint record is invalid", "peer", n.nameOf(identity), "err", err)
-		return
+		return false
 	}
 	n.log.Debug("linking to a contact found at the home server", "peer", n.nameOf(identity), "addrs", len(info.Addrs))
 	n.mu.Lock()
@@ -119,4 +134,5 @@ func (n *Node) reach(ctx context.Context, identity ed25519.PublicKey) {
 		lan = p.AddrInfo()
 	}
 	n.host.AddPeer(n.withRecord(identity, lan))
+	return true
 }

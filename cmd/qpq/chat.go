@@ -40,6 +40,7 @@ type chatConfig struct {
 	mdnsIfaces         []string
 	listen             []ma.Multiaddr
 	peers, relays      []peer.AddrInfo
+	serverOnly         bool
 	logLevel           slog.Level
 }
 
@@ -51,6 +52,7 @@ func parseChatFlags(args []string, getenv func(string) string, stderr io.Writer)
 	fs.StringVar(&c.user, "user", "", "your user name (needed on the first run)")
 	fs.StringVar(&c.server, "server", "", "home server HOST:PORT (none: LAN only)")
 	fs.BoolVar(&c.json, "json", false, "print events as JSON lines (for programs)")
+	fs.BoolVar(&c.serverOnly, "server-only", false, "beyond the LAN, talk only through the home server: contacts never learn this device's IP address")
 	fs.BoolFunc("mdns", "LAN discovery by mDNS, on or off (default on)", func(v string) error { return parseSwitch(v, &c.mdns) })
 	fs.Func("mdns-iface", "comma-separated interfaces for mDNS and the default listen addresses", func(v string) error {
 		c.mdnsIfaces = splitList(v)
@@ -175,6 +177,7 @@ func runChat(ctx context.Context, args []string, stdin *os.File, stdout, stderr 
 		MDNSInterfaces: c.mdnsIfaces,
 		Peers:          c.peers,
 		Relays:         c.relays,
+		ServerOnly:     c.serverOnly,
 		OnEvent:        r.Event,
 		Logger:         slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: c.logLevel})),
 	})
