@@ -138,7 +138,7 @@ type Node struct {
 	coolOff   map[string]time.Time
 	convCache map[string]conv.Conversation
 	resolving map[string]bool
-	unnamed   []ed25519.PublicKey // members met in conversations, for nameNewMembers
+	unnamed   []ed25519.PublicKey       // members met in conversations, for nameNewMembers
 	static    map[peer.ID]bool          // peers given by Config.Peers or AddPeer, or resolved (reach.go)
 	records   map[string][]ma.Multiaddr // identity → addresses of its last endpoint record
 	conflicts map[string]bool           // name + identity claims already reported
