@@ -154,6 +154,14 @@ func TestConfigFederation(t *testing.T) {
 		f.Peers[0].Fingerprint.String() != fp || sc.Relay.Domain != "a.test" || sc.Relay.Limits.MaxRelayQueue != 7 {
 		t.Fatalf("federation config %+v (relay %+v)", f, sc.Relay)
 	}
+	// docs/OPERATIONS.md: the domain by flag, the peers in the file.
+	os.WriteFile(file, []byte(fedPeer(fp)), 0o600)
+	if c, err = loadServeConfig([]string{"--domain", "a.test", "--config", file, "--data", dir}, env(nil), io.Discard); err != nil {
+		t.Fatalf("--domain with peers in the file: %v", err)
+	}
+	if sc, err := c.serverConfig(slog.New(slog.DiscardHandler)); err != nil || sc.Relay.Domain != "a.test" || sc.Relay.Federation == nil {
+		t.Fatalf("--domain with peers in the file: %v, relay %+v", err, sc.Relay)
+	}
 	c, _ = loadServeConfig([]string{"--data", dir}, env(nil), io.Discard)
 	if sc, _ := c.serverConfig(slog.New(slog.DiscardHandler)); sc.Relay.Federation != nil {
 		t.Fatal("federation on without peers")
@@ -168,7 +176,7 @@ func FuzzConfigFile(f *testing.F) {
 	f.Add([]byte("[rate_limits]\nper_token = nan"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c := defaultServeConfig()
-		if err := parseConfigFile(b, &c); err == nil {
+		if err := parseConfigFile(b, &c); err == nil && c.check() == nil {
 			if c.TokenLifetime < 0 || c.Limits.MaxPayload < 0 {
 				t.Fatalf("accepted a negative value: %+v", c)
 			}
@@ -189,7 +197,7 @@ func TestOperationsExampleParses(t *testing.T) {
 		t.Fatal("no toml block in docs/OPERATIONS.md")
 	}
 	c := defaultServeConfig()
-	if err := parseConfigFile([]byte(block), &c); err != nil {
+	if err := parseConfigFile([]byte(block), &c); err != nil || c.check() != nil {
 		t.Fatalf("the documented example does not load: %v", err)
 	}
 	// The example spells out the defaults; they must be the code's.

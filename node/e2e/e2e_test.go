@@ -388,8 +388,8 @@ func TestRelayedAcrossBlockedPaths(t *testing.T) {
 		t.Errorf("bob's answer arrived via %s, want over the relayed link", m.Via)
 	}
 	for _, c := range []*chat{alice, bob} {
-		for _, e := range c.all {
-			if e.Type == "peer" && e.Link == "direct" && (e.User == "alice" || e.User == "bob") {
+		for _, e := range c.printed("peer") { // c.all is the reader's, under c.mu
+			if e.Link == "direct" && (e.User == "alice" || e.User == "bob") {
 				t.Errorf("%s: a direct link across the block: %v", c.user, e)
 			}
 		}

@@ -112,9 +112,9 @@ type chat struct {
 	exited bool
 }
 
-// startChat starts qpq chat for user in node's namespace. With server it
-// logs in there (password from QPQ_PASSWORD).
-func startChat(t testing.TB, l *lan.LAN, node int, user, server string) *chat {
+// startChat starts qpq chat for user in node's namespace, with extra
+// flags. With server it logs in there (password from QPQ_PASSWORD).
+func startChat(t testing.TB, l *lan.LAN, node int, user, server string, extra ...string) *chat {
 	t.Helper()
 	c := &chat{t: t, l: l, node: node, user: user, data: filepath.Join(t.TempDir(), user)}
 	level := logLevel()
@@ -126,6 +126,7 @@ func startChat(t testing.TB, l *lan.LAN, node int, user, server string) *chat {
 		c.args = append(c.args, "--server", server)
 		c.env = append(c.env, "QPQ_PASSWORD=password of "+user)
 	}
+	c.args = append(c.args, extra...)
 	c.start()
 	t.Cleanup(c.stop)
 	return c
@@ -392,12 +393,49 @@ func (c *chat) dumpStderr() {
 	}
 }
 
-// server runs `qpq serve` in node's namespace, listening on its address.
+// server runs `qpq serve` in node's namespace, listening on its address,
+// for the rest of the test.
 func server(t testing.TB, l *lan.LAN, node int) string {
 	t.Helper()
-	addr := fmt.Sprintf("%s:7443", l.Nodes[node].Addr)
-	cmd, err := l.Command(context.Background(), node, qpqBin, "serve", "--listen", addr,
-		"--data", filepath.Join(t.TempDir(), "server"), "--rate-limit=off", "--log-level", "warn")
+	return startServer(t, l, node, filepath.Join(t.TempDir(), "server")).addr
+}
+
+// serve is one `qpq serve` process, which a test may stop and start again
+// on the same data.
+type serve struct {
+	t    testing.TB
+	l    *lan.LAN
+	node int
+	addr string
+	args []string
+
+	cmd    *exec.Cmd
+	stderr bytes.Buffer // of the current run; read after it ended
+	log    strings.Builder
+}
+
+// startServer runs `qpq serve` in node's namespace on data, listening on
+// the node's address, with extra flags (--domain, --config, …); it is
+// stopped at the end of the test.
+func startServer(t testing.TB, l *lan.LAN, node int, data string, extra ...string) *serve {
+	t.Helper()
+	s := &serve{t: t, l: l, node: node, addr: fmt.Sprintf("%s:7443", l.Nodes[node].Addr)}
+	s.args = append([]string{"serve", "--listen", s.addr, "--data", data, "--rate-limit=off", "--log-level", "warn"}, extra...)
+	s.start()
+	t.Cleanup(func() {
+		s.stop()
+		if t.Failed() {
+			t.Logf("server %s stderr:\n%s", s.addr, s.log.String())
+		}
+	})
+	return s
+}
+
+// start starts the process and waits until it serves.
+func (s *serve) start() {
+	t := s.t
+	t.Helper()
+	cmd, err := s.l.Command(context.Background(), s.node, qpqBin, s.args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -406,34 +444,41 @@ func server(t testing.TB, l *lan.LAN, node int) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	s.stderr.Reset()
+	cmd.Stderr = &s.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("server stderr:\n%s", stderr.String())
-		}
-	})
+	s.cmd = cmd
 	sc := bufio.NewScanner(out)
 	for sc.Scan() {
 		if strings.HasPrefix(sc.Text(), "fingerprint ") {
 			go io.Copy(io.Discard, out)
-			return addr
+			return
 		}
 	}
-	t.Fatalf("qpq serve did not start: %s", stderr.String())
-	return ""
+	s.stop()
+	t.Fatalf("qpq serve did not start: %s", s.log.String())
+}
+
+// stop ends the process with SIGTERM (SIGKILL after 10 s); stopping a
+// stopped server does nothing.
+func (s *serve) stop() {
+	cmd := s.cmd
+	if cmd == nil {
+		return
+	}
+	s.cmd = nil
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-done
+	}
+	s.log.Write(s.stderr.Bytes())
 }
 
 // newLAN builds a LAN of n namespaces for one test, and checks at the end
