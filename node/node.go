@@ -140,6 +140,7 @@ type Node struct {
 	resolving map[string]bool
 	unnamed   []ed25519.PublicKey       // members met in conversations, for nameNewMembers
 	static    map[peer.ID]bool          // peers given by Config.Peers or AddPeer, or resolved (reach.go)
+	relays    map[peer.ID]bool          // Config.Relays and the home server's (learnRelay)
 	records   map[string][]ma.Multiaddr // identity → addresses of its last endpoint record
 	conflicts map[string]bool           // name + identity claims already reported
 	// hybridKeys caches parsed keys of node.hybrid (which never change).
@@ -189,10 +190,14 @@ func Open(ctx context.Context, cfg Config) (n *Node, err error) {
 		resolving: make(map[string]bool),
 		static:    make(map[peer.ID]bool),
 		records:   make(map[string][]ma.Multiaddr),
+		relays:    make(map[peer.ID]bool),
 		reachKick: make(chan struct{}, 1),
 		conflicts: make(map[string]bool),
 
 		hybridKeys: make(map[string]*seal.PublicKey),
+	}
+	for _, r := range cfg.Relays {
+		n.relays[r.ID] = true
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.db, err = bolt.Open(filepath.Join(cfg.DataDir, DBFile), 0o600, &bolt.Options{Timeout: time.Second})
@@ -593,6 +598,9 @@ func (n *Node) learnRelay(ctx context.Context, c *rpc.Client) {
 		n.log.Warn("the home server's relay address is invalid", "err", err)
 		return
 	}
+	n.mu.Lock()
+	n.relays[info.ID] = true
+	n.mu.Unlock()
 	n.host.AddRelay(info)
 }
 

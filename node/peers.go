@@ -28,10 +28,11 @@ var (
 )
 
 // onLink tracks link states, reports them, and on a link coming up
-// retries what waits for that peer and learns its name. It runs on the
-// host's event goroutine and must not block.
+// retries what waits for that peer and learns its name. Links to relays
+// (home servers) are the host's business, not a peer the user talks to.
+// It runs on the host's event goroutine and must not block.
 func (n *Node) onLink(ev p2p.LinkEvent) {
-	if ev.Identity == nil {
+	if ev.Identity == nil || n.isRelay(ev.Peer) {
 		return
 	}
 	key := string(ev.Identity)
@@ -53,6 +54,12 @@ func (n *Node) onLink(ev p2p.LinkEvent) {
 	if _, known := n.names.Name(ev.Identity); !known {
 		n.learnIdentity(ev.Identity)
 	}
+}
+
+func (n *Node) isRelay(id peer.ID) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.relays[id]
 }
 
 // learnIdentity finds, in the background, the user name of a peer this

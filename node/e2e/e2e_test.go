@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -391,6 +392,9 @@ func TestRelayedAcrossBlockedPaths(t *testing.T) {
 		for _, e := range c.printed("peer") { // c.all is the reader's, under c.mu
 			if e.Link == "direct" && (e.User == "alice" || e.User == "bob") {
 				t.Errorf("%s: a direct link across the block: %v", c.user, e)
+			}
+			if strings.HasPrefix(e.User, "id:") {
+				t.Errorf("%s: shown a peer without a name (the relay?): %v", c.user, e)
 			}
 		}
 	}
