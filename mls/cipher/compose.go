@@ -35,7 +35,8 @@ type aeadScheme interface {
 type sigScheme interface {
 	generate() (Signer, error)
 	load(priv []byte) (Signer, error)
-	verify(pub, msg, sig []byte) error
+	// parse decodes a public key; a malformed one is ErrKey.
+	parse(pub []byte) (VerificationKey, error)
 }
 
 // composite is a Suite assembled from a hash (for HKDF, HMAC and the
@@ -173,4 +174,15 @@ func (s *composite) HPKEExportReceiver(priv, enc, info, ctx []byte, n int) ([]by
 
 func (s *composite) GenerateSigner() (Signer, error)       { return s.sig.generate() }
 func (s *composite) NewSigner(priv []byte) (Signer, error) { return s.sig.load(priv) }
-func (s *composite) Verify(pub, msg, sig []byte) error     { return s.sig.verify(pub, msg, sig) }
+
+func (s *composite) ParseVerificationKey(pub []byte) (VerificationKey, error) {
+	return s.sig.parse(pub)
+}
+
+func (s *composite) Verify(pub, msg, sig []byte) error {
+	k, err := s.sig.parse(pub)
+	if err != nil {
+		return err
+	}
+	return k.Verify(msg, sig)
+}

@@ -104,9 +104,22 @@ type Suite interface {
 	GenerateSigner() (Signer, error)
 	// NewSigner loads a signature private key.
 	NewSigner(priv []byte) (Signer, error)
+	// ParseVerificationKey decodes a signature public key once, for
+	// checking many signatures under it: a group keeps its members' keys
+	// parsed (for Ed25519 the decompressed curve point, a field square
+	// root that would otherwise be computed for every message).
+	ParseVerificationKey(pub []byte) (VerificationKey, error)
 	// Verify checks sig over msg under the signature public key pub; an
-	// invalid signature is ErrSignature.
+	// invalid signature is ErrSignature. It is ParseVerificationKey(pub)
+	// and its Verify.
 	Verify(pub, msg, sig []byte) error
+}
+
+// VerificationKey is a parsed signature public key. It is immutable and
+// safe for concurrent use.
+type VerificationKey interface {
+	// Verify checks sig over msg; an invalid signature is ErrSignature.
+	Verify(msg, sig []byte) error
 }
 
 // Signer is a loaded signature private key.
