@@ -12,7 +12,8 @@ import (
 	"filippo.io/edwards25519"
 )
 
-// The Ed25519 verifier keeps the decoded point of a key (ed25519Key); these
+// A parsed Ed25519 key (ed25519Key, internal/ed25519vk) verifies in its own
+// way and Suite.Verify through crypto/ed25519; these
 // tests hold it to exactly the answers of crypto/ed25519.Verify.
 
 // TestEd25519RFC8032 checks the test vectors of RFC 8032 §7.1 (TEST 1, 2,

@@ -106,12 +106,15 @@ type Suite interface {
 	NewSigner(priv []byte) (Signer, error)
 	// ParseVerificationKey decodes a signature public key once, for
 	// checking many signatures under it: a group keeps its members' keys
-	// parsed (for Ed25519 the decompressed curve point, a field square
-	// root that would otherwise be computed for every message).
+	// parsed. For Ed25519 that is the decoded curve point (a field square
+	// root otherwise computed for every signature) and tables that make
+	// each check about a third quicker than crypto/ed25519's, for about
+	// half a check's time spent once.
 	ParseVerificationKey(pub []byte) (VerificationKey, error)
 	// Verify checks sig over msg under the signature public key pub; an
-	// invalid signature is ErrSignature. It is ParseVerificationKey(pub)
-	// and its Verify.
+	// invalid signature is ErrSignature. It answers as
+	// ParseVerificationKey(pub) and its Verify do, in the way quicker for
+	// a single signature.
 	Verify(pub, msg, sig []byte) error
 }
 
