@@ -13,8 +13,8 @@ import (
 )
 
 // A parsed Ed25519 key (ed25519Key, internal/ed25519vk) verifies in its own
-// way and Suite.Verify through crypto/ed25519; these
-// tests hold it to exactly the answers of crypto/ed25519.Verify.
+// way, Suite.Verify through crypto/ed25519; these tests hold both to
+// exactly the answers of crypto/ed25519.Verify.
 
 // TestEd25519RFC8032 checks the test vectors of RFC 8032 §7.1 (TEST 1, 2,
 // 3 and SHA(abc)): the public key and signature crypto/ed25519 derives
