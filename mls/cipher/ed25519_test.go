@@ -5,11 +5,14 @@ import (
 	"crypto/ed25519"
 	"crypto/sha512"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"math/rand/v2"
 	"testing"
 
 	"filippo.io/edwards25519"
+
+	"github.com/quicproquo/qpq/mls/internal/testvec"
 )
 
 // A parsed Ed25519 key (ed25519Key, internal/ed25519vk) verifies in its own
@@ -21,27 +24,34 @@ import (
 // from the seed are the published ones, the suite verifies them, and
 // rejects them with any bit of the signature or message flipped.
 func TestEd25519RFC8032(t *testing.T) {
+	var vectors []struct {
+		Name                string
+		Seed, Pub, Msg, Sig testvec.Hex
+	}
 	abc := sha512.Sum512([]byte("abc"))
-	for _, v := range []struct{ name, seed, pub, msg, sig string }{
-		{"TEST 1",
-			"9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
-			"d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a", "",
-			"e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"},
-		{"TEST 2",
-			"4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb",
-			"3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c", "72",
-			"92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00"},
-		{"TEST 3",
-			"c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85ce3a2e0b4458f7",
-			"fc51cd8e6218a1a38da47ed00230f0580816ed13ba3303ac5deb911548908025", "af82",
-			"6291d657deec24024827e69c3abe01a30ce548a284743a445e3680d7db5ac3ac18ff9b538d16f290ae67f760984dc6594a7c15e9716ed28dc027beceea1ec40a"},
-		{"TEST SHA(abc)",
-			"833fe62409237b9d62ec77587520911e9a759cec1d19755b7da901b96dca3d42",
-			"ec172b93ad5e563bf4932c70e1245034c35467ef2efd4d64ebf819683467e2bf", hex.EncodeToString(abc[:]),
-			"dc2a4459e7369633a52b1bf277839a00201009a3efbf3ecb69bea2186c26b58909351fc9ac90b3ecfdfbc7c66431e0303dca179c138ac17ad9bef1177331a704"},
-	} {
-		t.Run(v.name, func(t *testing.T) {
-			seed, pub, msg, sig := unhex(t, v.seed), unhex(t, v.pub), unhex(t, v.msg), unhex(t, v.sig)
+	if err := json.Unmarshal([]byte(`[
+		{"name": "TEST 1",
+		 "seed": "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
+		 "pub": "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a", "msg": "",
+		 "sig": "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"},
+		{"name": "TEST 2",
+		 "seed": "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb",
+		 "pub": "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c", "msg": "72",
+		 "sig": "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00"},
+		{"name": "TEST 3",
+		 "seed": "c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85ce3a2e0b4458f7",
+		 "pub": "fc51cd8e6218a1a38da47ed00230f0580816ed13ba3303ac5deb911548908025", "msg": "af82",
+		 "sig": "6291d657deec24024827e69c3abe01a30ce548a284743a445e3680d7db5ac3ac18ff9b538d16f290ae67f760984dc6594a7c15e9716ed28dc027beceea1ec40a"},
+		{"name": "TEST SHA(abc)",
+		 "seed": "833fe62409237b9d62ec77587520911e9a759cec1d19755b7da901b96dca3d42",
+		 "pub": "ec172b93ad5e563bf4932c70e1245034c35467ef2efd4d64ebf819683467e2bf", "msg": "`+hex.EncodeToString(abc[:])+`",
+		 "sig": "dc2a4459e7369633a52b1bf277839a00201009a3efbf3ecb69bea2186c26b58909351fc9ac90b3ecfdfbc7c66431e0303dca179c138ac17ad9bef1177331a704"}
+	]`), &vectors); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range vectors {
+		t.Run(v.Name, func(t *testing.T) {
+			seed, pub, msg, sig := []byte(v.Seed), []byte(v.Pub), []byte(v.Msg), []byte(v.Sig)
 			priv := ed25519.NewKeyFromSeed(seed)
 			if !bytes.Equal(priv[32:], pub) || !bytes.Equal(ed25519.Sign(priv, msg), sig) {
 				t.Fatal("vector does not match crypto/ed25519")
@@ -82,7 +92,7 @@ func TestEd25519RFC8032(t *testing.T) {
 // rejections of honest-looking signatures, or the test proves nothing.
 func TestEd25519MatchesStdlib(t *testing.T) {
 	var accepted, torsionAccepted, rejected int
-	for _, c := range ed25519EdgeCases(t, rand.New(rand.NewChaCha8([32]byte{'q', 'p', 'q'}))) {
+	for _, c := range ed25519EdgeCases(t, rand.NewChaCha8([32]byte{'q', 'p', 'q'})) {
 		ok := checkEd25519(t, c.pub, c.msg, c.sig)
 		switch {
 		case ok && c.torsion:
@@ -105,7 +115,7 @@ func TestEd25519MatchesStdlib(t *testing.T) {
 // crypto/ed25519.Verify accepts. The seeds are the RFC 8032 vectors and
 // the edge cases of TestEd25519MatchesStdlib.
 func FuzzEd25519Verify(f *testing.F) {
-	for _, c := range ed25519EdgeCases(f, rand.New(rand.NewChaCha8([32]byte{'f', 'u', 'z', 'z'}))) {
+	for _, c := range ed25519EdgeCases(f, rand.NewChaCha8([32]byte{'f', 'u', 'z', 'z'})) {
 		f.Add(c.pub, c.msg, c.sig)
 	}
 	f.Add([]byte{}, []byte{}, []byte{})
@@ -169,7 +179,7 @@ var fieldPrime = func() (p [32]byte) {
 }()
 
 // ed25519EdgeCases builds the inputs described at TestEd25519MatchesStdlib.
-func ed25519EdgeCases(t testing.TB, rng *rand.Rand) []ed25519Case {
+func ed25519EdgeCases(t testing.TB, rng *rand.ChaCha8) []ed25519Case {
 	t.Helper()
 	torsion := smallOrderPoints(t, rng)
 
@@ -211,7 +221,7 @@ func ed25519EdgeCases(t testing.TB, rng *rand.Rand) []ed25519Case {
 	odd = append(odd, minus1[:])
 	for range 8 {
 		b := make([]byte, 32)
-		fillRandom(rng, b)
+		rng.Read(b)
 		odd = append(odd, b)
 	}
 	for _, enc := range odd {
@@ -235,8 +245,8 @@ func ed25519EdgeCases(t testing.TB, rng *rand.Rand) []ed25519Case {
 
 	var cases []ed25519Case
 	msg := func() []byte {
-		m := make([]byte, rng.IntN(80))
-		fillRandom(rng, m)
+		m := make([]byte, intN(rng, 80))
+		rng.Read(m)
 		return m
 	}
 	for _, k := range keys {
@@ -247,7 +257,7 @@ func ed25519EdgeCases(t testing.TB, rng *rand.Rand) []ed25519Case {
 			R := new(edwards25519.Point).ScalarBaseMult(r)
 			if i >= 8 {
 				// R with a small-order point added.
-				R.Add(R, torsion[rng.IntN(len(torsion))])
+				R.Add(R, torsion[intN(rng, len(torsion))])
 			}
 			rEnc := R.Bytes()
 			h := sha512.New()
@@ -263,7 +273,7 @@ func ed25519EdgeCases(t testing.TB, rng *rand.Rand) []ed25519Case {
 			cases = append(cases, ed25519Case{k.enc, m, append(bytes.Clone(rEnc), addLE(S.Bytes(), groupOrder[:])...), isTorsion})
 			// A single bit flipped anywhere.
 			bad := bytes.Clone(sig)
-			bit := rng.IntN(len(bad) * 8)
+			bit := intN(rng, len(bad)*8)
 			bad[bit/8] ^= 1 << (bit % 8)
 			cases = append(cases, ed25519Case{k.enc, m, bad, isTorsion})
 		}
@@ -272,7 +282,7 @@ func ed25519EdgeCases(t testing.TB, rng *rand.Rand) []ed25519Case {
 		// written canonically and, for y of 0 or 1, non-canonically.
 		m := msg()
 		sig := make([]byte, 64)
-		fillRandom(rng, sig[:32])
+		rng.Read(sig[:32])
 		copy(sig[32:], groupOrder[:])
 		cases = append(cases, ed25519Case{k.enc, m, bytes.Clone(sig), isTorsion})
 		sig[63] |= 0xe0
@@ -287,7 +297,7 @@ func ed25519EdgeCases(t testing.TB, rng *rand.Rand) []ed25519Case {
 	}
 	for _, enc := range unsignable {
 		sig := make([]byte, 64)
-		fillRandom(rng, sig)
+		rng.Read(sig)
 		cases = append(cases, ed25519Case{pub: enc, msg: msg(), sig: sig})
 	}
 	return cases
@@ -296,7 +306,7 @@ func ed25519EdgeCases(t testing.TB, rng *rand.Rand) []ed25519Case {
 // smallOrderPoints returns the eight points of order dividing 8, the
 // identity first: the multiples of [L]P for a point P with a component
 // of order 8.
-func smallOrderPoints(t testing.TB, rng *rand.Rand) []*edwards25519.Point {
+func smallOrderPoints(t testing.TB, rng *rand.ChaCha8) []*edwards25519.Point {
 	t.Helper()
 	lMinus1 := groupOrder
 	lMinus1[0]--
@@ -306,7 +316,7 @@ func smallOrderPoints(t testing.TB, rng *rand.Rand) []*edwards25519.Point {
 	}
 	for {
 		enc := make([]byte, 32)
-		fillRandom(rng, enc)
+		rng.Read(enc)
 		p, err := new(edwards25519.Point).SetBytes(enc)
 		if err != nil {
 			continue
@@ -350,24 +360,11 @@ func addLE(a, b []byte) []byte {
 	return out
 }
 
-func randomScalar(rng *rand.Rand) *edwards25519.Scalar {
-	b := make([]byte, 64)
-	fillRandom(rng, b)
-	s, _ := edwards25519.NewScalar().SetUniformBytes(b)
+func intN(rng *rand.ChaCha8, n int) int { return int(rng.Uint64() % uint64(n)) }
+
+func randomScalar(rng *rand.ChaCha8) *edwards25519.Scalar {
+	var b [64]byte
+	rng.Read(b[:])
+	s, _ := edwards25519.NewScalar().SetUniformBytes(b[:])
 	return s
-}
-
-func fillRandom(rng *rand.Rand, b []byte) {
-	for i := range b {
-		b[i] = byte(rng.Uint32())
-	}
-}
-
-func unhex(t *testing.T, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }

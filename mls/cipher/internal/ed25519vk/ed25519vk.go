@@ -134,9 +134,9 @@ func (k *PublicKey) combination(c, s *edwards25519.Scalar) [32]byte {
 			}
 			u.fromCompleted(&t)
 			if d > 0 {
-				t.add(&u, &tab[d/2])
+				t.add(&u, &tab[d/2], false)
 			} else {
-				t.sub(&u, &tab[-d/2])
+				t.add(&u, &tab[-d/2], true)
 			}
 		}
 		acc.fromCompleted(&t)
@@ -289,36 +289,30 @@ func (c *completedPoint) double(p *projPoint) {
 	c.T.Subtract(&zz2, &c.Z)
 }
 
-// add sets c = p + q (add-2008-hwcd-3 with k = 2d).
-func (c *completedPoint) add(p *extPoint, q *cachedPoint) {
+// add sets c = p + q (add-2008-hwcd-3 with k = 2d), or c = p - q when neg
+// is set: -q is (Y-X, Y+X, Z, -2dT).
+func (c *completedPoint) add(p *extPoint, q *cachedPoint, neg bool) {
+	qPlus, qMinus := &q.YplusX, &q.YminusX
+	if neg {
+		qPlus, qMinus = qMinus, qPlus
+	}
 	var yPlusX, yMinusX, pp, mm, tt2d, zz2 field.Element
 	yPlusX.Add(&p.Y, &p.X)
 	yMinusX.Subtract(&p.Y, &p.X)
-	pp.Multiply(&yPlusX, &q.YplusX)
-	mm.Multiply(&yMinusX, &q.YminusX)
+	pp.Multiply(&yPlusX, qPlus)
+	mm.Multiply(&yMinusX, qMinus)
 	tt2d.Multiply(&p.T, &q.T2d)
 	zz2.Multiply(&p.Z, &q.Z)
 	zz2.Add(&zz2, &zz2)
 	c.X.Subtract(&pp, &mm)
 	c.Y.Add(&pp, &mm)
-	c.Z.Add(&zz2, &tt2d)
-	c.T.Subtract(&zz2, &tt2d)
-}
-
-// sub sets c = p - q: add with -q = (Y-X, Y+X, Z, -2dT).
-func (c *completedPoint) sub(p *extPoint, q *cachedPoint) {
-	var yPlusX, yMinusX, pp, mm, tt2d, zz2 field.Element
-	yPlusX.Add(&p.Y, &p.X)
-	yMinusX.Subtract(&p.Y, &p.X)
-	pp.Multiply(&yPlusX, &q.YminusX)
-	mm.Multiply(&yMinusX, &q.YplusX)
-	tt2d.Multiply(&p.T, &q.T2d)
-	zz2.Multiply(&p.Z, &q.Z)
-	zz2.Add(&zz2, &zz2)
-	c.X.Subtract(&pp, &mm)
-	c.Y.Add(&pp, &mm)
-	c.Z.Subtract(&zz2, &tt2d)
-	c.T.Add(&zz2, &tt2d)
+	if neg {
+		c.Z.Subtract(&zz2, &tt2d)
+		c.T.Add(&zz2, &tt2d)
+	} else {
+		c.Z.Add(&zz2, &tt2d)
+		c.T.Subtract(&zz2, &tt2d)
+	}
 }
 
 // oddMultiples fills t with p, 3p, 5p, ...
@@ -334,7 +328,7 @@ func oddMultiples(t []cachedPoint, p *extPoint) {
 	cur = *p
 	t[0].fromExt(&cur)
 	for i := 1; i < len(t); i++ {
-		c.add(&cur, &p2c)
+		c.add(&cur, &p2c, false)
 		cur.fromCompleted(&c)
 		t[i].fromExt(&cur)
 	}

@@ -18,7 +18,7 @@ import (
 // TestNAF checks the digits of naf against their definition, for random
 // numbers and the edges of the 128-bit range.
 func TestNAF(t *testing.T) {
-	rng := rand.New(rand.NewChaCha8([32]byte{'n', 'a', 'f'}))
+	rng := rand.NewChaCha8([32]byte{'n', 'a', 'f'})
 	edges := [][2]uint64{{0, 0}, {1, 0}, {^uint64(0), 0}, {0, 1}, {^uint64(0), ^uint64(0)}, {0, 1 << 63}, {1<<63 - 1, ^uint64(0)}}
 	for range 2000 {
 		edges = append(edges, [2]uint64{rng.Uint64(), rng.Uint64()})
@@ -55,7 +55,7 @@ func TestNAF(t *testing.T) {
 // VarTimeDoubleScalarBaseMult, for keys with and without a small-order
 // component and scalars at the edges of the split at bit 128.
 func TestCombination(t *testing.T) {
-	rng := rand.New(rand.NewChaCha8([32]byte{'c', 'o', 'm', 'b'}))
+	rng := rand.NewChaCha8([32]byte{'c', 'o', 'm', 'b'})
 	var scalars []*edwards25519.Scalar
 	for _, e := range []string{"0", "1", "2", "340282366920938463463374607431768211455" /* 2^128-1 */, "340282366920938463463374607431768211456",
 		"170141183460469231731687303715884105728" /* 2^127 */, "7237005577332262213973186563042994240857116359379907606001950938285454250988", /* L-1 */
@@ -77,7 +77,7 @@ func TestCombination(t *testing.T) {
 		// Random encodings: about 1 in 8 valid points lies in the
 		// prime-order subgroup, the others have a small-order component.
 		b := make([]byte, 32)
-		fillRandom(rng, b)
+		rng.Read(b)
 		if p, err := new(edwards25519.Point).SetBytes(b); err == nil {
 			keys = append(keys, p)
 		}
@@ -151,15 +151,9 @@ func reverse(b []byte) []byte {
 	return r
 }
 
-func randomScalar(rng *rand.Rand) *edwards25519.Scalar {
-	b := make([]byte, 64)
-	fillRandom(rng, b)
-	s, _ := edwards25519.NewScalar().SetUniformBytes(b)
+func randomScalar(rng *rand.ChaCha8) *edwards25519.Scalar {
+	var b [64]byte
+	rng.Read(b[:])
+	s, _ := edwards25519.NewScalar().SetUniformBytes(b[:])
 	return s
-}
-
-func fillRandom(rng *rand.Rand, b []byte) {
-	for i := range b {
-		b[i] = byte(rng.Uint32())
-	}
 }
