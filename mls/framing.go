@@ -57,10 +57,10 @@ func signContent(signer cipher.Signer, wf WireFormat, c *FramedContent, groupCon
 	})
 }
 
-// verifyContent checks the signature of an AuthenticatedContent under pub.
-func verifyContent(s cipher.Suite, pub []byte, ac *AuthenticatedContent, groupContext []byte) error {
+// verifyContent checks the signature of an AuthenticatedContent under key.
+func verifyContent(key cipher.VerificationKey, ac *AuthenticatedContent, groupContext []byte) error {
 	write := func(b *codec.Builder) { writeFramedContentTBS(b, ac.WireFormat, &ac.Content, groupContext) }
-	if err := cipher.VerifyWithLabelFunc(s, pub, labelFramedContentTBS, tbsSize(&ac.Content, groupContext), write, ac.Auth.Signature); err != nil {
+	if err := cipher.VerifyWithLabelFunc(key, labelFramedContentTBS, tbsSize(&ac.Content, groupContext), write, ac.Auth.Signature); err != nil {
 		return fmt.Errorf("%w: content of %v sender: %v", ErrBadSignature, ac.Content.Sender.Type, err)
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/quicproquo/qpq/mls/cipher"
 	"github.com/quicproquo/qpq/mls/codec"
 	"github.com/quicproquo/qpq/mls/internal/testvec"
 )
@@ -75,7 +76,7 @@ func TestVectorMessageProtection(t *testing.T) {
 				if err != nil {
 					t.Fatalf("%s: unprotect: %v", field, err)
 				}
-				if err := verifyContent(s, c.SignaturePub, ac, gc); err != nil {
+				if err := verifyContent(parseKey(t, s, c.SignaturePub), ac, gc); err != nil {
 					t.Fatalf("%s: %v", field, err)
 				}
 				if ac.Content.Sender != (Sender{Type: SenderTypeMember, Index: 1}) {
@@ -180,7 +181,7 @@ func TestPrivateMessageRejects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := verifyContent(s, signer.Public(), d.content, gc); err != nil {
+	if err := verifyContent(parseKey(t, s, signer.Public()), d.content, gc); err != nil {
 		t.Fatal(err)
 	}
 	d.consume(rx)
@@ -203,7 +204,16 @@ func TestPrivateMessageRejects(t *testing.T) {
 	}
 	// A signature by another key does not verify.
 	other, _ := s.GenerateSigner()
-	if err := verifyContent(s, other.Public(), d.content, gc); !errors.Is(err, ErrBadSignature) {
+	if err := verifyContent(parseKey(t, s, other.Public()), d.content, gc); !errors.Is(err, ErrBadSignature) {
 		t.Fatalf("wrong signer: err = %v", err)
 	}
+}
+
+func parseKey(t *testing.T, s cipher.Suite, pub []byte) cipher.VerificationKey {
+	t.Helper()
+	k, err := s.ParseVerificationKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }

@@ -157,6 +157,8 @@ type Group struct {
 	joining bool
 	// removed is set once a Commit removed this member.
 	removed bool
+	// memberKeys caches parsed signature keys; derived, never persisted.
+	memberKeys memberKeys
 }
 
 // usable reports why the group cannot send or process handshake messages,

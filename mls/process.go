@@ -183,7 +183,7 @@ func (g *Group) processPublic(pm *PublicMessage) (*Received, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := verifyContent(g.suite, key, ac, g.ctxBytes); err != nil {
+	if err := g.verifySender(key, ac, g.ctxBytes); err != nil {
 		return nil, err
 	}
 	return g.applyFrom(ac, key, nil)
@@ -264,7 +264,7 @@ func (g *Group) processPrivate(pm *PrivateMessage) (*Received, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := verifyContent(g.suite, key, dec.content, k.ctxBytes); err != nil {
+	if err := g.verifySender(key, dec.content, k.ctxBytes); err != nil {
 		dec.discard()
 		return nil, err
 	}

@@ -35,6 +35,13 @@ type aeadScheme interface {
 type sigScheme interface {
 	generate() (Signer, error)
 	load(priv []byte) (Signer, error)
+	// parse decodes a public key; a malformed one is ErrKey.
+	parse(pub []byte) (VerificationKey, error)
+}
+
+// oneShot is a sigScheme with a quicker way to check a single signature
+// than parsing the key.
+type oneShot interface {
 	verify(pub, msg, sig []byte) error
 }
 
@@ -173,4 +180,18 @@ func (s *composite) HPKEExportReceiver(priv, enc, info, ctx []byte, n int) ([]by
 
 func (s *composite) GenerateSigner() (Signer, error)       { return s.sig.generate() }
 func (s *composite) NewSigner(priv []byte) (Signer, error) { return s.sig.load(priv) }
-func (s *composite) Verify(pub, msg, sig []byte) error     { return s.sig.verify(pub, msg, sig) }
+
+func (s *composite) ParseVerificationKey(pub []byte) (VerificationKey, error) {
+	return s.sig.parse(pub)
+}
+
+func (s *composite) Verify(pub, msg, sig []byte) error {
+	if o, ok := s.sig.(oneShot); ok {
+		return o.verify(pub, msg, sig)
+	}
+	k, err := s.sig.parse(pub)
+	if err != nil {
+		return err
+	}
+	return k.Verify(msg, sig)
+}

@@ -61,12 +61,25 @@ func (e ecdsaScheme) signer(k *ecdsa.PrivateKey) (Signer, error) {
 	return &ecdsaSigner{key: k, hash: e.hash, pub: pub, priv: priv}, nil
 }
 
-func (e ecdsaScheme) verify(pub, msg, sig []byte) error {
+// ecdsaKey is a parsed ECDSA public key and the hash its scheme signs
+// with.
+type ecdsaKey struct {
+	key  *ecdsa.PublicKey
+	hash crypto.Hash
+}
+
+var _ VerificationKey = ecdsaKey{}
+
+func (e ecdsaScheme) parse(pub []byte) (VerificationKey, error) {
 	k, err := ecdsa.ParseUncompressedPublicKey(e.curve, pub)
 	if err != nil {
-		return fmt.Errorf("%w: ECDSA %s public key: %v", ErrKey, e.curve.Params().Name, err)
+		return nil, fmt.Errorf("%w: ECDSA %s public key: %v", ErrKey, e.curve.Params().Name, err)
 	}
-	if !ecdsa.VerifyASN1(k, digest(e.hash, msg), sig) {
+	return ecdsaKey{k, e.hash}, nil
+}
+
+func (k ecdsaKey) Verify(msg, sig []byte) error {
+	if !ecdsa.VerifyASN1(k.key, digest(k.hash, msg), sig) {
 		return ErrSignature
 	}
 	return nil

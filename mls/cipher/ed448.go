@@ -36,17 +36,27 @@ func (ed448Scheme) load(priv []byte) (Signer, error) {
 	return ed448Signer{ed448.NewKeyFromSeed(priv)}, nil
 }
 
-func (ed448Scheme) verify(pub, msg, sig []byte) error {
+// ed448Key is an Ed448 public key checked to be a curve point; circl's
+// Verify decodes it again each time.
+type ed448Key []byte
+
+var _ VerificationKey = ed448Key(nil)
+
+func (ed448Scheme) parse(pub []byte) (VerificationKey, error) {
 	if len(pub) != ed448.PublicKeySize {
-		return fmt.Errorf("%w: Ed448 public key of %d bytes, want %d", ErrKey, len(pub), ed448.PublicKeySize)
+		return nil, fmt.Errorf("%w: Ed448 public key of %d bytes, want %d", ErrKey, len(pub), ed448.PublicKeySize)
 	}
 	// Verify would reject a key that is not a point just the same, but a
 	// caller validating a leaf should learn that the key is malformed, not
 	// that one signature failed.
 	if _, err := goldilocks.FromBytes(pub); err != nil {
-		return fmt.Errorf("%w: Ed448 public key is not a curve point", ErrKey)
+		return nil, fmt.Errorf("%w: Ed448 public key is not a curve point", ErrKey)
 	}
-	if !ed448.Verify(ed448.PublicKey(pub), msg, sig, ed448Context) {
+	return ed448Key(append([]byte(nil), pub...)), nil
+}
+
+func (k ed448Key) Verify(msg, sig []byte) error {
+	if !ed448.Verify(ed448.PublicKey(k), msg, sig, ed448Context) {
 		return ErrSignature
 	}
 	return nil

@@ -105,9 +105,10 @@ func SignWithLabelFunc(signer Signer, label string, size int, content func(b *co
 	return signer.Sign(labeledFunc(label, size, content))
 }
 
-// VerifyWithLabelFunc checks a signature made by SignWithLabelFunc.
-func VerifyWithLabelFunc(s Suite, pub []byte, label string, size int, content func(b *codec.Builder), sig []byte) error {
-	return s.Verify(pub, labeledFunc(label, size, content), sig)
+// VerifyWithLabelFunc checks a signature made by SignWithLabelFunc under a
+// parsed key.
+func VerifyWithLabelFunc(key VerificationKey, label string, size int, content func(b *codec.Builder), sig []byte) error {
+	return key.Verify(labeledFunc(label, size, content), sig)
 }
 
 func labeledFunc(label string, size int, content func(b *codec.Builder)) []byte {

@@ -104,9 +104,25 @@ type Suite interface {
 	GenerateSigner() (Signer, error)
 	// NewSigner loads a signature private key.
 	NewSigner(priv []byte) (Signer, error)
+	// ParseVerificationKey decodes a signature public key once, for
+	// checking many signatures under it: a group keeps its members' keys
+	// parsed. For Ed25519 that is the decoded curve point (a field square
+	// root otherwise computed for every signature) and tables that make
+	// each check about a third quicker than crypto/ed25519's, for about
+	// half a check's time spent once.
+	ParseVerificationKey(pub []byte) (VerificationKey, error)
 	// Verify checks sig over msg under the signature public key pub; an
-	// invalid signature is ErrSignature.
+	// invalid signature is ErrSignature. It answers as
+	// ParseVerificationKey(pub) and its Verify do, in the way quicker for
+	// a single signature.
 	Verify(pub, msg, sig []byte) error
+}
+
+// VerificationKey is a parsed signature public key. It is immutable and
+// safe for concurrent use.
+type VerificationKey interface {
+	// Verify checks sig over msg; an invalid signature is ErrSignature.
+	Verify(msg, sig []byte) error
 }
 
 // Signer is a loaded signature private key.
