@@ -184,18 +184,7 @@ func TestFailover(t *testing.T) {
 	// direct before cutting the path.
 	directRun := func(prefix string) {
 		t.Helper()
-		deadline := time.Now().Add(waitLimit)
-		for i, run := 0, 0; run < 3; i++ {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: never 3 messages in a row direct within %v", prefix, waitLimit)
-			}
-			if m := send(fmt.Sprint(prefix, i), ""); m.Via == "direct" {
-				run++
-			} else {
-				run = 0
-				time.Sleep(200 * time.Millisecond) // a failed direct try rests the path for a while
-			}
-		}
+		untilDirect(t, prefix, func(text string) event { return send(text, "") })
 	}
 	directRun("before the cut ")
 
@@ -369,21 +358,11 @@ func TestRelayedAcrossBlockedPaths(t *testing.T) {
 	// The first messages may still go through the store while the link
 	// settles; then three in a row must arrive over the link.
 	var want []string
-	deadline := time.Now().Add(waitLimit)
-	for i, run := 0, 0; run < 3; i++ {
-		if time.Now().After(deadline) {
-			t.Fatalf("never 3 messages in a row over the relayed link within %v", waitLimit)
-		}
-		text := fmt.Sprint("through the relay ", i)
+	untilDirect(t, "through the relay ", func(text string) event {
 		alice.say(text)
 		want = append(want, text)
-		if m := bob.got("alice", text); m.Via == "direct" {
-			run++
-		} else {
-			run = 0
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
+		return bob.got("alice", text)
+	})
 	bob.say("and back")
 	if m := alice.got("bob", "and back"); m.Via != "direct" {
 		t.Errorf("bob's answer arrived via %s, want over the relayed link", m.Via)
@@ -401,4 +380,25 @@ func TestRelayedAcrossBlockedPaths(t *testing.T) {
 	inOrder(t, bob, "alice", "alice", want)
 	checkOnce(t, bob)
 	noErrors(t, alice, bob)
+}
+
+// untilDirect sends prefix+i for i = 0, 1, … with send (which returns the
+// arrival) until three in a row arrived over a P2P link ("direct";
+// through a relay too), and fails after waitLimit. Links settle after
+// they come up (both sides may dial at once, and one of two connections
+// goes), and a failed direct try rests the path for a while.
+func untilDirect(t *testing.T, prefix string, send func(text string) event) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for i, run := 0, 0; run < 3; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("%snever 3 messages in a row over a P2P link within %v", prefix, waitLimit)
+		}
+		if m := send(fmt.Sprint(prefix, i)); m.Via == "direct" {
+			run++
+		} else {
+			run = 0
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
 }
