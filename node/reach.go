@@ -8,6 +8,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/quicproquo/qpq/node/conv"
 	"github.com/quicproquo/qpq/p2p"
 )
 
@@ -78,6 +79,9 @@ func (n *Node) unreachedContacts() []ed25519.PublicKey {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, c := range n.convCache {
+		if c.Status != conv.StatusActive {
+			continue // left, removed, or not joined yet
+		}
 		for _, m := range c.Members {
 			if seen[string(m)] || n.links[string(m)] != p2p.LinkDown {
 				continue
