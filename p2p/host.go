@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"capnproto.org/go/capnp/v3"
-	capnprpc "capnproto.org/go/capnp/v3/rpc"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -23,7 +22,7 @@ import (
 	libp2pquic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	ma "github.com/multiformats/go-multiaddr"
 
-	"github.com/quicproquo/qpq/rpc"
+	"github.com/quicproquo/qpq/rpc/twoparty"
 	"github.com/quicproquo/qpq/schema"
 )
 
@@ -86,7 +85,7 @@ type Host struct {
 	h      host.Host
 	self   ed25519.PublicKey
 	log    *slog.Logger
-	rpcLog capnprpc.Logger
+	rpcLog *slog.Logger
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine the Host starts
@@ -97,7 +96,7 @@ type Host struct {
 
 	mu      sync.Mutex // guards the fields below
 	clients map[peer.ID]*client
-	conns   map[*capnprpc.Conn]struct{} // live RPC connections, both directions
+	conns   map[*twoparty.Conn]struct{} // live RPC connections, both directions
 	closed  bool
 }
 
@@ -106,7 +105,7 @@ type client struct {
 	id    peer.ID
 	ready chan struct{} // closed when conn/ns or err is set
 	link  network.Conn  // the libp2p connection its stream is on
-	conn  *capnprpc.Conn
+	conn  *twoparty.Conn
 	ns    schema.NodeService
 	err   error
 }
@@ -177,11 +176,11 @@ func New(cfg Config) (*Host, error) {
 		h:       h,
 		self:    self,
 		log:     log.With("component", "p2p", "self", h.ID().ShortString()),
-		rpcLog:  rpc.DebugLogger(log.With("component", "p2p-rpc")),
+		rpcLog:  log.With("component", "p2p-rpc"),
 		ctx:     ctx,
 		cancel:  cancel,
 		clients: make(map[peer.ID]*client),
-		conns:   make(map[*capnprpc.Conn]struct{}),
+		conns:   make(map[*twoparty.Conn]struct{}),
 	}
 	if cfg.RelayService.Enable {
 		if hst.relay, err = newRelayService(h, cfg.RelayService); err != nil {
@@ -225,7 +224,7 @@ func (h *Host) Close() error {
 		return nil
 	}
 	h.closed = true
-	conns := make([]*capnprpc.Conn, 0, len(h.conns))
+	conns := make([]*twoparty.Conn, 0, len(h.conns))
 	for c := range h.conns {
 		conns = append(conns, c)
 	}
@@ -274,16 +273,13 @@ func (h *Host) handleStream(s network.Stream) {
 		s.Reset()
 		return
 	}
-	conn := capnprpc.NewConn(newTransport(s), &capnprpc.Options{
-		BootstrapClient: h.cfg.Service(caller),
-		Logger:          h.rpcLog,
-	})
+	conn := newConn(s, twoparty.Options{Bootstrap: h.cfg.Service(caller), Logger: h.rpcLog})
 	h.trackLocked(conn, nil)
 }
 
 // trackLocked records conn until it ends, then forgets it (and the cached
 // client c, if any). h.mu must be held and h not closed.
-func (h *Host) trackLocked(conn *capnprpc.Conn, c *client) {
+func (h *Host) trackLocked(conn *twoparty.Conn, c *client) {
 	h.conns[conn] = struct{}{}
 	h.wg.Add(1)
 	go func() {
@@ -380,7 +376,7 @@ func (h *Host) openClient(ctx context.Context, id peer.ID, c *client) {
 		fail(err)
 		return
 	}
-	conn := capnprpc.NewConn(newTransport(s), &capnprpc.Options{Logger: h.rpcLog})
+	conn := newConn(s, twoparty.Options{Logger: h.rpcLog})
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -390,16 +386,16 @@ func (h *Host) openClient(ctx context.Context, id peer.ID, c *client) {
 	}
 	c.link = s.Conn()
 	c.conn = conn
-	c.ns = schema.NodeService(conn.Bootstrap(h.ctx))
+	c.ns = schema.NodeService(conn.Bootstrap())
 	h.trackLocked(conn, c)
 	h.mu.Unlock()
 }
 
-// newTransport carries RPC on a libp2p stream with the transport of every
-// quicproquo link (rpc.NewTransport: one Write per message), reading
-// messages of at most MaxRPCMessage.
-func newTransport(s network.Stream) capnprpc.Transport {
-	return rpc.NewTransport(resetOnClose{s}, MaxRPCMessage)
+// newConn runs RPC on a libp2p stream as on every quicproquo link
+// (package twoparty), reading messages of at most MaxRPCMessage.
+func newConn(s network.Stream, opts twoparty.Options) *twoparty.Conn {
+	opts.MaxMessageSize = MaxRPCMessage
+	return twoparty.NewConn(resetOnClose{s}, opts)
 }
 
 // resetOnClose closes a libp2p stream, resetting it when a clean close

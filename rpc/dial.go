@@ -10,9 +10,9 @@ import (
 	"net"
 	"time"
 
-	capnprpc "capnproto.org/go/capnp/v3/rpc"
 	"github.com/quic-go/quic-go"
 
+	"github.com/quicproquo/qpq/rpc/twoparty"
 	"github.com/quicproquo/qpq/schema"
 )
 
@@ -44,7 +44,7 @@ type DialOptions struct {
 
 // Conn is a client's RPC connection to one NodeService.
 type Conn struct {
-	rc     *capnprpc.Conn
+	rc     *twoparty.Conn
 	qc     *quic.Conn // nil when made by NewConn over another stream
 	fp     Fingerprint
 	client *Client
@@ -119,8 +119,8 @@ func DialStream(ctx context.Context, addr string, tlsConf *tls.Config, opts Dial
 func NewConn(stream io.ReadWriteCloser) *Conn {
 	// Replies are bounded by the server's limits; the decoder keeps
 	// capnp's default cap (64 MiB) as the backstop.
-	rc := capnprpc.NewConn(NewTransport(stream, 0), nil)
-	ns := schema.NodeService(rc.Bootstrap(context.Background()))
+	rc := twoparty.NewConn(stream, twoparty.Options{})
+	ns := schema.NodeService(rc.Bootstrap())
 	return &Conn{rc: rc, client: NewClient(ns)}
 }
 
@@ -147,12 +147,9 @@ func (c *Conn) Done() <-chan struct{} { return c.rc.Done() }
 // Close releases the client and ends the connection. It is idempotent.
 func (c *Conn) Close() error {
 	c.client.release()
-	err := c.rc.Close()
+	c.rc.Close()
 	if c.qc != nil {
 		c.qc.CloseWithError(0, "")
 	}
-	if errors.Is(err, capnprpc.ErrConnClosed) {
-		return nil
-	}
-	return err
+	return nil
 }

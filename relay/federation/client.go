@@ -9,12 +9,12 @@ import (
 	"sync"
 	"time"
 
-	capnprpc "capnproto.org/go/capnp/v3/rpc"
 	"github.com/quic-go/quic-go"
 
 	"github.com/quicproquo/qpq/relay/store"
 	"github.com/quicproquo/qpq/rpc"
 	"github.com/quicproquo/qpq/rpc/errcode"
+	"github.com/quicproquo/qpq/rpc/twoparty"
 	"github.com/quicproquo/qpq/schema/fedschema"
 )
 
@@ -39,7 +39,7 @@ type peerConn struct {
 
 	mu   sync.Mutex // guards the fields below; held while dialing
 	qc   *quic.Conn
-	conn *capnprpc.Conn
+	conn *twoparty.Conn
 	fs   fedschema.FederationService
 }
 
@@ -68,10 +68,11 @@ func (pc *peerConn) service(ctx context.Context) (fedschema.FederationService, *
 		return fedschema.FederationService{}, nil, pc.unreachable(err)
 	}
 	pc.qc = qc
-	pc.conn = capnprpc.NewConn(rpc.NewTransport(st, uint64(pc.f.cfg.MaxPayload+rpcHeadroom)), &capnprpc.Options{
-		Logger: rpc.DebugLogger(pc.f.log),
+	pc.conn = twoparty.NewConn(st, twoparty.Options{
+		MaxMessageSize: uint64(pc.f.cfg.MaxPayload + rpcHeadroom),
+		Logger:         pc.f.log,
 	})
-	pc.fs = fedschema.FederationService(pc.conn.Bootstrap(pc.f.ctx))
+	pc.fs = fedschema.FederationService(pc.conn.Bootstrap())
 	return pc.fs.AddRef(), qc, nil
 }
 

@@ -1,0 +1,296 @@
+package twoparty
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+
+	"capnproto.org/go/capnp/v3"
+	"capnproto.org/go/capnp/v3/exc"
+	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
+)
+
+// DefaultMaxAnswers is Options.MaxAnswers' default.
+const DefaultMaxAnswers = 1024
+
+// readBuffer is the size of the buffered reader in front of the stream:
+// a message's frame header and segments are read in several small reads.
+const readBuffer = 16 << 10
+
+// ErrClosed is the cause of a Conn ended by Close.
+var ErrClosed = errors.New("twoparty: connection closed")
+
+// Options configure a Conn. The zero value offers no bootstrap capability
+// and uses the documented defaults.
+type Options struct {
+	// Bootstrap is the capability answered to the peer's Bootstrap
+	// messages. The Conn owns it and releases it when it ends. The zero
+	// Client offers none: the peer's Bootstrap gets an exception.
+	Bootstrap capnp.Client
+	// MaxMessageSize bounds one incoming message in bytes; 0 means
+	// capnp's decoder default (64 MiB). A larger message ends the Conn.
+	MaxMessageSize uint64
+	// MaxAnswers bounds the calls and bootstrap answers the peer may hold
+	// open at once; 0 means DefaultMaxAnswers. More end the Conn.
+	MaxAnswers int
+	// Logger receives per-connection diagnostics at debug level; nil
+	// discards them.
+	Logger *slog.Logger
+}
+
+// Conn is one two-party RPC connection over a byte stream. Its methods
+// are safe for concurrent use.
+type Conn struct {
+	stream     io.ReadWriteCloser
+	bootstrap  capnp.Client
+	maxAnswers int
+	log        *slog.Logger
+
+	ctx    context.Context // parent of the calls served; ends with the Conn
+	cancel context.CancelCauseFunc
+	done   chan struct{} // closed when the reader has stopped and all is released
+
+	wmu sync.Mutex // serialises writes to stream
+
+	mu        sync.Mutex // guards the fields below
+	err       error      // why the Conn ended; nil while it is up
+	questions map[uint32]*question
+	freeIDs   []uint32 // question ids free for reuse
+	nextID    uint32   // lowest id never used
+	answers   map[uint32]*answer
+}
+
+// NewConn starts an RPC connection over stream and takes ownership of
+// it: the Conn closes stream when it ends. stream's Close must interrupt
+// a blocked Read and Write.
+func NewConn(stream io.ReadWriteCloser, opts Options) *Conn {
+	if opts.MaxAnswers <= 0 {
+		opts.MaxAnswers = DefaultMaxAnswers
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Conn{
+		stream:     stream,
+		bootstrap:  opts.Bootstrap,
+		maxAnswers: opts.MaxAnswers,
+		log:        opts.Logger,
+		done:       make(chan struct{}),
+		questions:  make(map[uint32]*question),
+		answers:    make(map[uint32]*answer),
+	}
+	c.ctx, c.cancel = context.WithCancelCause(context.Background())
+	dec := capnp.NewDecoder(bufio.NewReaderSize(stream, readBuffer))
+	dec.MaxMessageSize = opts.MaxMessageSize
+	go c.read(dec)
+	return c
+}
+
+// Done is closed when the Conn has ended.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err reports why the Conn ended: ErrClosed after Close, the peer's
+// Abort, a protocol violation or the stream's error. It is nil while the
+// Conn is up.
+func (c *Conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Close ends the Conn: calls in flight in either direction fail, the
+// stream is closed and the bootstrap capability released. It waits for the
+// reader to stop and is idempotent.
+func (c *Conn) Close() error {
+	c.fail(ErrClosed)
+	<-c.done
+	return nil
+}
+
+// read is the Conn's reader goroutine: it handles messages in order
+// until the stream ends or the peer breaks the protocol.
+func (c *Conn) read(dec *capnp.Decoder) {
+	defer c.finish()
+	for {
+		msg, err := dec.Decode()
+		if err != nil {
+			c.fail(disconnected(err))
+			return
+		}
+		if err := c.handle(msg); err != nil {
+			c.abort(err)
+			return
+		}
+	}
+}
+
+// finish runs when the reader stops: it makes sure the Conn is failed and
+// releases the bootstrap capability, which lets a server.Server shut down
+// once the calls it is running return.
+func (c *Conn) finish() {
+	c.fail(ErrClosed)
+	c.bootstrap.Release()
+	close(c.done)
+}
+
+// fail ends the Conn with cause, once: calls served are canceled, calls
+// made fail as disconnected, and the stream is closed (which stops the
+// reader).
+func (c *Conn) fail(cause error) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.err = cause
+	var pending []*question
+	for id, q := range c.questions {
+		if !q.resolved {
+			q.resolved = true
+			pending = append(pending, q)
+		}
+		delete(c.questions, id)
+	}
+	c.mu.Unlock()
+	c.cancel(cause)
+	c.stream.Close()
+	err := &exc.Exception{Type: exc.Disconnected, Prefix: "rpc", Cause: cause}
+	for _, q := range pending {
+		q.stopWatch()
+		q.p.Reject(err)
+	}
+	if cause != ErrClosed {
+		c.log.Debug("rpc connection ended", "err", cause)
+	}
+}
+
+// abort tells the peer why the Conn ends, then ends it.
+func (c *Conn) abort(cause error) {
+	m := newMessage()
+	if e, err := m.NewAbort(); err == nil {
+		setException(e, cause)
+		c.write(m) // best effort: the Conn ends either way
+	}
+	c.fail(cause)
+}
+
+// handle dispatches one incoming message. An error is a protocol
+// violation that ends the Conn.
+func (c *Conn) handle(msg *capnp.Message) error {
+	m, err := rpccp.ReadRootMessage(msg)
+	if err != nil {
+		return protocolError("read message: " + err.Error())
+	}
+	switch m.Which() {
+	case rpccp.Message_Which_call:
+		return c.handleCall(msg, m)
+	case rpccp.Message_Which_return:
+		return c.handleReturn(msg, m)
+	case rpccp.Message_Which_finish:
+		defer msg.Release()
+		return c.handleFinish(m)
+	case rpccp.Message_Which_bootstrap:
+		defer msg.Release()
+		return c.handleBootstrap(m)
+	case rpccp.Message_Which_release:
+		// The only export is the bootstrap capability, which lives as
+		// long as the Conn: counting its references would change nothing.
+		msg.Release()
+		return nil
+	case rpccp.Message_Which_abort:
+		defer msg.Release()
+		reason := "no reason given"
+		if e, err := m.Abort(); err == nil {
+			if r, err := e.Reason(); err == nil && r != "" {
+				reason = r
+			}
+		}
+		return &peerAbort{reason: reason}
+	case rpccp.Message_Which_unimplemented:
+		defer msg.Release()
+		return c.handleUnimplemented(m)
+	default:
+		// Capabilities are never passed, so resolve, disembargo and the
+		// level 3 and 4 messages have nothing to act on.
+		defer msg.Release()
+		reply := newMessage()
+		if err := reply.SetUnimplemented(m); err != nil {
+			return protocolError("echo unimplemented message: " + err.Error())
+		}
+		c.send(reply)
+		return nil
+	}
+}
+
+// send writes m; a write error ends the Conn and is returned.
+func (c *Conn) send(m rpccp.Message) error {
+	err := c.write(m)
+	if err != nil {
+		c.fail(disconnected(err))
+	}
+	return err
+}
+
+// write writes m as one frame with one Write, so that a message is not
+// split over QUIC packets.
+func (c *Conn) write(m rpccp.Message) error {
+	b, err := m.Message().Marshal()
+	if err != nil {
+		return err
+	}
+	c.wmu.Lock()
+	_, err = c.stream.Write(b)
+	c.wmu.Unlock()
+	return err
+}
+
+// newMessage returns an empty RPC message to fill in and send.
+func newMessage() rpccp.Message {
+	_, seg, err := capnp.NewMessage(capnp.SingleSegment(nil))
+	if err != nil {
+		panic(err) // a fresh single-segment arena always has room for a root
+	}
+	m, err := rpccp.NewRootMessage(seg)
+	if err != nil {
+		panic(err)
+	}
+	return m
+}
+
+// setException fills e from err: the type capnp-go reports for it and its
+// text as the reason.
+func setException(e rpccp.Exception, err error) {
+	e.SetType(rpccp.Exception_Type(exc.TypeOf(err)))
+	e.SetReason(err.Error())
+}
+
+// exception turns a received exception into an error whose text is the
+// reason (with the stable code package errcode parses) and whose type
+// exc.TypeOf reports.
+func exception(e rpccp.Exception) error {
+	reason, _ := e.Reason()
+	if reason == "" {
+		reason = "exception with no reason"
+	}
+	return exc.New(exc.Type(e.Type()), "", reason)
+}
+
+func disconnected(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.EOF
+	}
+	return err
+}
+
+// protocolError is a peer's violation of the RPC protocol.
+type protocolError string
+
+func (e protocolError) Error() string { return "twoparty: protocol violation: " + string(e) }
+
+// peerAbort is the cause of a Conn the peer aborted.
+type peerAbort struct{ reason string }
+
+func (e *peerAbort) Error() string { return "twoparty: peer aborted: " + e.reason }
