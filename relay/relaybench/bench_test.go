@@ -157,6 +157,13 @@ func cpuTime() time.Duration {
 // echoRate measures msgs/s of n clients each writing 1 KiB and reading it
 // back, total messages in all, and the CPU time per message.
 func echoRate(b *testing.B, addr string, n, total int) (rate float64, cpu time.Duration) {
+	return echoRateDepth(b, addr, n, total, 1)
+}
+
+// echoRateDepth is echoRate with each client writing depth messages
+// before reading them back: the baseline of clients that keep several
+// messages in flight.
+func echoRateDepth(b *testing.B, addr string, n, total, depth int) (rate float64, cpu time.Duration) {
 	b.Helper()
 	ctx := context.Background()
 	streams := make([]*quic.Stream, n)
@@ -173,11 +180,13 @@ func echoRate(b *testing.B, addr string, n, total int) (rate float64, cpu time.D
 		streams[i] = st
 	}
 	cpu0 := cpuTime()
-	elapsed, err := split(n, total, func(w, count int) error {
-		msg, back := make([]byte, payloadSize), make([]byte, payloadSize)
-		for range count {
-			if _, err := streams[w].Write(msg); err != nil {
-				return err
+	elapsed, err := split(n, total/depth, func(w, rounds int) error {
+		msg, back := make([]byte, payloadSize), make([]byte, depth*payloadSize)
+		for range rounds {
+			for range depth {
+				if _, err := streams[w].Write(msg); err != nil {
+					return err
+				}
 			}
 			if _, err := io.ReadFull(streams[w], back); err != nil {
 				return err
@@ -303,7 +312,13 @@ func enqueueRounds(b *testing.B, clientCounts []int, pipelined bool) {
 				clients[i] = login(b, s.addr, s.fp, fmt.Sprint("bench", i))
 			}
 			total := max(b.N/gather, 1) * gather
-			echo, _ := echoRate(b, echoServer(b, s.cert), n, max(total, 1000))
+			// The baseline has the same shape: one message at a time, or
+			// the 16 of a round in flight at once.
+			depth := 1
+			if pipelined {
+				depth = gather
+			}
+			echo, _ := echoRateDepth(b, echoServer(b, s.cert), n, max(total, 1024), depth)
 
 			b.ResetTimer()
 			cpu0 := cpuTime()

@@ -53,7 +53,11 @@ type Conn struct {
 	cancel context.CancelCauseFunc
 	done   chan struct{} // closed when the reader has stopped and all is released
 
-	wmu sync.Mutex // serialises writes to stream
+	wmu     sync.Mutex // guards the fields below: the write combiner
+	wcond   sync.Cond  // signalled when the writer took pending
+	writing bool       // a goroutine is writing to stream
+	pending []byte     // frames queued behind it, in order
+	spare   []byte     // a buffer for the next pending
 
 	mu        sync.Mutex // guards the fields below
 	err       error      // why the Conn ended; nil while it is up
@@ -82,6 +86,7 @@ func NewConn(stream io.ReadWriteCloser, opts Options) *Conn {
 		questions:  make(map[uint32]*question),
 		answers:    make(map[uint32]*answer),
 	}
+	c.wcond.L = &c.wmu
 	c.ctx, c.cancel = context.WithCancelCause(context.Background())
 	dec := capnp.NewDecoder(bufio.NewReaderSize(stream, readBuffer))
 	dec.MaxMessageSize = opts.MaxMessageSize
@@ -234,17 +239,62 @@ func (c *Conn) send(m rpccp.Message) error {
 	return err
 }
 
-// write writes m as one frame with one Write, so that a message is not
-// split over QUIC packets.
+// Write combining: the goroutine that finds no write in progress writes
+// its frame and then, in one Write each time, whatever frames other
+// goroutines queued meanwhile, until none is left. Returns completing in
+// one group commit, or calls made at once, so leave in one stream write
+// and share QUIC packets, without a writer goroutine and its hand-off.
+// Frames keep the order they were queued in, which the protocol relies
+// on (a Finish before the reuse of its question id).
+const (
+	// maxPending bounds the bytes queued behind a write in progress;
+	// more wait until the writer takes them.
+	maxPending = 256 << 10
+	// maxKeptBuffer bounds a write buffer kept for reuse.
+	maxKeptBuffer = 256 << 10
+)
+
+// write sends m as one frame. When another goroutine is writing, m is
+// queued behind it and write returns; a failure of that write ends the
+// Conn, which fails everything waiting on it.
 func (c *Conn) write(m rpccp.Message) error {
 	b, err := m.Message().Marshal()
 	if err != nil {
 		return err
 	}
 	c.wmu.Lock()
-	_, err = c.stream.Write(b)
+	if c.writing {
+		for len(c.pending) > maxPending && c.writing {
+			c.wcond.Wait()
+		}
+		if c.writing {
+			c.pending = append(c.pending, b...)
+			c.wmu.Unlock()
+			return nil
+		}
+	}
+	c.writing = true
 	c.wmu.Unlock()
-	return err
+	for {
+		_, err := c.stream.Write(b)
+		c.wmu.Lock()
+		if cap(b) <= maxKeptBuffer && cap(b) > cap(c.spare) {
+			c.spare = b[:0]
+		}
+		if err != nil || len(c.pending) == 0 {
+			c.writing = false
+			c.pending = c.pending[:0]
+			if cap(c.pending) > maxKeptBuffer {
+				c.pending = nil
+			}
+			c.wcond.Broadcast()
+			c.wmu.Unlock()
+			return err
+		}
+		b, c.pending, c.spare = c.pending, c.spare, nil
+		c.wcond.Broadcast()
+		c.wmu.Unlock()
+	}
 }
 
 // newMessage returns an empty RPC message to fill in and send.

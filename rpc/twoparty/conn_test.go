@@ -204,6 +204,39 @@ func TestCallsBetweenOwnEnds(t *testing.T) {
 	}
 }
 
+// Large calls made at once fill the write combiner past maxPending, so
+// writers wait for it; every call must still get its own answer.
+func TestLargeConcurrentCalls(t *testing.T) {
+	noLeaks(t)
+	client, _ := pair(t, newService())
+	ns := schema.NodeService(client.Bootstrap())
+	defer ns.Release()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 4 {
+				n := 200<<10 + g*10 + i
+				seq, err := enqueue(context.Background(), ns, make([]byte, n))
+				if err == nil && seq != uint64(n) {
+					err = fmt.Errorf("seq %d for a payload of %d", seq, n)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
 // A standard client (capnp-go's rpc.Conn) calling our server: the
 // interoperability third-party clients rely on.
 func TestCapnpGoClientCallsOurServer(t *testing.T) {
