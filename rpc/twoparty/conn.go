@@ -122,7 +122,7 @@ func (c *Conn) read(dec *capnp.Decoder) {
 	for {
 		msg, err := dec.Decode()
 		if err != nil {
-			c.fail(disconnected(err))
+			c.fail(err)
 			return
 		}
 		if err := c.handle(msg); err != nil {
@@ -234,7 +234,7 @@ func (c *Conn) handle(msg *capnp.Message) error {
 func (c *Conn) send(m rpccp.Message) error {
 	err := c.write(m)
 	if err != nil {
-		c.fail(disconnected(err))
+		c.fail(err)
 	}
 	return err
 }
@@ -326,13 +326,6 @@ func exception(e rpccp.Exception) error {
 		reason = "exception with no reason"
 	}
 	return exc.New(exc.Type(e.Type()), "", reason)
-}
-
-func disconnected(err error) error {
-	if errors.Is(err, io.EOF) {
-		return io.EOF
-	}
-	return err
 }
 
 // protocolError is a peer's violation of the RPC protocol.

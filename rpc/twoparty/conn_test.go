@@ -150,15 +150,23 @@ func exercise(t *testing.T, ns schema.NodeService) {
 	if errcode.Of(err) != errcode.InvalidArgument || errcode.Message(err) != "empty payload" {
 		t.Fatalf("enqueue of nothing: err = %v; want invalid-argument: empty payload", err)
 	}
+	concurrentEnqueues(t, ns, 16, 50, func(g, i int) int { return 1 + g*100 + i })
+}
+
+// concurrentEnqueues makes calls enqueues on each of goroutines
+// goroutines at once, the i-th of goroutine g with a payload of size(g, i)
+// bytes, and checks each is answered with its own length.
+func concurrentEnqueues(t *testing.T, ns schema.NodeService, goroutines, calls int, size func(g, i int) int) {
+	t.Helper()
 	var wg sync.WaitGroup
-	errs := make(chan error, 16)
-	for g := range 16 {
+	errs := make(chan error, goroutines)
+	for g := range goroutines {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := range 50 {
-				n := 1 + g*100 + i
-				seq, err := enqueue(ctx, ns, make([]byte, n))
+			for i := range calls {
+				n := size(g, i)
+				seq, err := enqueue(context.Background(), ns, make([]byte, n))
 				if err == nil && seq != uint64(n) {
 					err = fmt.Errorf("seq %d for a payload of %d", seq, n)
 				}
@@ -211,30 +219,7 @@ func TestLargeConcurrentCalls(t *testing.T) {
 	client, _ := pair(t, newService())
 	ns := schema.NodeService(client.Bootstrap())
 	defer ns.Release()
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for g := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range 4 {
-				n := 200<<10 + g*10 + i
-				seq, err := enqueue(context.Background(), ns, make([]byte, n))
-				if err == nil && seq != uint64(n) {
-					err = fmt.Errorf("seq %d for a payload of %d", seq, n)
-				}
-				if err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	concurrentEnqueues(t, ns, 8, 4, func(g, i int) int { return 200<<10 + g*10 + i })
 }
 
 // A standard client (capnp-go's rpc.Conn) calling our server: the
