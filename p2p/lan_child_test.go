@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/quicproquo/qpq/internal/lan"
@@ -96,9 +98,14 @@ type channelReply struct {
 }
 
 type benchReply struct {
-	UDP []time.Duration `json:"udp"`
-	RPC []time.Duration `json:"rpc"`
+	UDP    []time.Duration `json:"udp"`
+	Stream []time.Duration `json:"stream"`
+	RPC    []time.Duration `json:"rpc"`
 }
+
+// streamEchoProtocol is a bare libp2p stream echo beside /quicproquo/p2p/1
+// on the benchmark's nodes: the transport's own round trip, without RPC.
+const streamEchoProtocol = "/quicproquo/bench-echo/1"
 
 const echoPort = 9000
 
@@ -251,6 +258,10 @@ func (n *nodeChild) start(a startArgs) (any, error) {
 	if n.host, err = p2p.New(cfg); err != nil {
 		return nil, err
 	}
+	n.host.Libp2p().SetStreamHandler(streamEchoProtocol, func(s network.Stream) {
+		defer s.Close()
+		io.Copy(s, s)
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	n.stop = cancel
 	n.wg.Add(1)
@@ -433,6 +444,25 @@ func (n *nodeChild) bench(ctx context.Context, a peerArgs) (any, error) {
 		}
 		return time.Since(t0), nil
 	}
+	pid, err := peer.Decode(a.Peer)
+	if err != nil {
+		return nil, err
+	}
+	es, err := n.host.Libp2p().NewStream(ctx, pid, streamEchoProtocol)
+	if err != nil {
+		return nil, err
+	}
+	defer es.Reset()
+	stream := func() (time.Duration, error) {
+		t0 := time.Now()
+		if _, err := es.Write(ping); err != nil {
+			return 0, err
+		}
+		if _, err := io.ReadFull(es, pong[:len(ping)]); err != nil {
+			return 0, err
+		}
+		return time.Since(t0), nil
+	}
 	rpc := func() (time.Duration, error) {
 		t0 := time.Now()
 		f, rel := ns.Health(ctx, nil)
@@ -449,12 +479,16 @@ func (n *nodeChild) bench(ctx context.Context, a peerArgs) (any, error) {
 		if err != nil {
 			return nil, err
 		}
+		e, err := stream()
+		if err != nil {
+			return nil, err
+		}
 		p, err := rpc()
 		if err != nil {
 			return nil, err
 		}
 		if i >= 50 { // warm-up
-			r.UDP, r.RPC = append(r.UDP, u), append(r.RPC, p)
+			r.UDP, r.Stream, r.RPC = append(r.UDP, u), append(r.Stream, e), append(r.RPC, p)
 		}
 	}
 	return r, nil

@@ -202,19 +202,22 @@ func BenchmarkLANDirectRPC(b *testing.B) {
 	peer.Call("udp_echo", peerArgs{UDPAddr: peer.addr}, nil)
 	a.Call("add_peer", json.RawMessage(peer.AddrInfo), nil)
 	a.waitLink(peer.Peer, "direct", 10*time.Second)
-	var udp, rpc []time.Duration
+	var udp, stream, rpc []time.Duration
 	for b.Loop() {
 		var r benchReply
 		a.Call("bench", peerArgs{Peer: peer.Peer, UDPAddr: peer.addr, N: 200}, &r)
-		udp, rpc = append(udp, r.UDP...), append(rpc, r.RPC...)
+		udp, stream, rpc = append(udp, r.UDP...), append(stream, r.Stream...), append(rpc, r.RPC...)
 	}
 	u50, u99 := lantest.Percentiles(udp)
+	s50, _ := lantest.Percentiles(stream)
 	r50, r99 := lantest.Percentiles(rpc)
 	us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1000 }
 	b.ReportMetric(us(u50), "udp-p50-µs")
 	b.ReportMetric(us(u99), "udp-p99-µs")
 	b.ReportMetric(us(r50), "rpc-p50-µs")
 	b.ReportMetric(us(r99), "rpc-p99-µs")
+	b.ReportMetric(us(s50), "stream-p50-µs")
 	b.ReportMetric(float64(r50)/float64(u50), "rpc/udp-p50")
+	b.ReportMetric(float64(s50)/float64(u50), "stream/udp-p50")
 	b.ReportMetric(0, "ns/op")
 }
