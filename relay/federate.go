@@ -19,7 +19,8 @@ import (
 //     server (proxyResolveUser) and records bob's identity key as living
 //     at b.test (store.Remote, resolved); a delivery or channel request
 //     relayed from b.test records its sender the same way (seen) unless
-//     known otherwise.
+//     known otherwise; resolveIdentity of a sender only seen asks b.test
+//     to name it (proxyResolveIdentity) and records the answer.
 //   - A call that names a key recorded as living elsewhere is served
 //     through that domain's server: fetchKeyPackage, fetchHybridKey(s)
 //     and createChannel while the client waits, enqueue and batchEnqueue
@@ -236,8 +237,13 @@ func (r *Relay) resolveUser(ctx context.Context, addr string) ([]byte, error) {
 }
 
 // resolveIdentity answers resolveIdentity: a local user's name, or
-// name@domain of one resolved at another server.
-func (r *Relay) resolveIdentity(id store.Key) (string, error) {
+// name@domain of one that lives at another server. A key only seen
+// sending from a peer is named by asking that peer (proxyResolveIdentity),
+// which names its own users only; the answer is recorded as a resolve, so
+// it is asked once. When the peer cannot be asked or does not know the
+// key, the answer is "" as for any unknown key: a name is a convenience,
+// and the caller tries again when it next learns of the key.
+func (r *Relay) resolveIdentity(ctx context.Context, id store.Key) (string, error) {
 	name, ok, err := r.st.Username(id)
 	if err != nil {
 		return "", internalErr(err)
@@ -249,10 +255,41 @@ func (r *Relay) resolveIdentity(id store.Key) (string, error) {
 	if err != nil {
 		return "", internalErr(err)
 	}
-	if !ok || rem.Name == "" {
+	if !ok {
 		return "", nil
 	}
+	if rem.Name == "" {
+		if rem.Name, err = r.nameRemote(ctx, id, rem.Domain); err != nil || rem.Name == "" {
+			return "", err
+		}
+	}
 	return rem.Name + "@" + rem.Domain, nil
+}
+
+// nameRemote asks domain's server for the username of id, seen sending
+// from there, and records it.
+func (r *Relay) nameRemote(ctx context.Context, id store.Key, domain string) (string, error) {
+	name, err := r.fed.ResolveIdentity(ctx, domain, 1, id)
+	if err != nil {
+		r.cfg.Logger.Debug("federation: could not name a sender", "peer", domain, "err", err)
+		return "", nil
+	}
+	if name == "" {
+		return "", nil
+	}
+	if err := auth.CheckUsername(name); err != nil {
+		r.cfg.Logger.Warn("federation: a peer named its user with an invalid username", "peer", domain, "err", err)
+		return "", nil
+	}
+	switch err := r.st.PutRemote(id, store.Remote{Domain: domain, Name: name, Resolved: true}); {
+	case errors.Is(err, store.ErrIdentityTaken), errors.Is(err, store.ErrRemoteClaimed):
+		// Registered here meanwhile, or another domain resolved it
+		// first: the name it answers for is not this peer's to give.
+		return "", nil
+	case err != nil:
+		return "", internalErr(err)
+	}
+	return name, nil
 }
 
 // createChannel answers createChannel of caller (a local user) with peer.
@@ -386,6 +423,16 @@ func (h fedHandler) ResolveUser(_ context.Context, _ federation.Request, name st
 		return nil, nil
 	}
 	return u.Identity[:], nil
+}
+
+// ResolveIdentity names a user of this server, and no one else: a key
+// that lives elsewhere is that server's to name.
+func (h fedHandler) ResolveIdentity(_ context.Context, _ federation.Request, id store.Key) (string, error) {
+	name, _, err := h.r.st.Username(id)
+	if err != nil {
+		return "", internalErr(err)
+	}
+	return name, nil
 }
 
 func (h fedHandler) CreateChannel(ctx context.Context, req federation.Request, caller, peer store.Key) (store.ChannelID, bool, error) {

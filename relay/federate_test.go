@@ -247,6 +247,46 @@ func TestFederatedDM(t *testing.T) {
 	}
 }
 
+// TestFederatedSenderNamed: bob's server learns alice@a.test only from
+// her delivery (bob never resolved her); resolveIdentity at b.test still
+// names her, by asking a.test, which names its own users and no one
+// else's. The answer is kept: asked again with a.test down, it holds.
+func TestFederatedSenderNamed(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	t.Run("named", func(t *testing.T) {
+		a, b := twoDomains(t)
+		alice, bob := a.userWithKey("alice", randKey()), b.userWithKey("bob", randKey())
+		if got := must[[]byte](t)(alice.c.ResolveUser(bg, "bob@b.test")); !bytes.Equal(got, bob.id) {
+			t.Fatalf("alice resolved bob@b.test to %x", got)
+		}
+		if got := must[string](t)(bob.c.ResolveIdentity(bg, alice.id)); got != "" {
+			t.Fatalf("b.test named alice before she sent anything: %q", got)
+		}
+		if _, err := alice.c.Enqueue(bg, bob.id, nil, []byte("hi bob")); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, bob, nil, 1)
+		if got := must[string](t)(bob.c.ResolveIdentity(bg, alice.id)); got != "alice@a.test" {
+			t.Fatalf("resolveIdentity(alice) at b.test = %q, want alice@a.test", got)
+		}
+
+		// A server names only its own users: a.test knows bob (resolved),
+		// but it is not a.test's to name him.
+		ctx, cancel := context.WithTimeout(bg, 10*time.Second)
+		defer cancel()
+		if name, err := b.relay().fed.ResolveIdentity(ctx, "a.test", 1, store.Key(bob.id)); err != nil || name != "" {
+			t.Fatalf("a.test named b.test's user: %q, %v", name, err)
+		}
+		if name, err := b.relay().fed.ResolveIdentity(ctx, "a.test", 1, store.Key(alice.id)); err != nil || name != "alice" {
+			t.Fatalf("a.test named its own user %q, %v", name, err)
+		}
+		a.stop()
+		if got := must[string](t)(bob.c.ResolveIdentity(bg, alice.id)); got != "alice@a.test" {
+			t.Fatalf("with a.test down, resolveIdentity(alice) = %q", got)
+		}
+	})
+}
+
 // TestFederationPeerDown: while b.test is stopped, alice's messages to
 // bob are acknowledged and wait in a.test's queue; once b.test is back
 // they arrive, in order, once each.

@@ -861,6 +861,9 @@ func (s *Service) CreateChannel(ctx context.Context, call schema.NodeService_cre
 
 // ResolveUser returns the identity key registered under a username.
 func (s *Service) ResolveUser(ctx context.Context, call schema.NodeService_resolveUser) error {
+	// Aside: a name@domain is asked of that domain's server, which must
+	// not hold up the connection's next calls.
+	call.Go()
 	return s.done("resolveUser", func() error {
 		p := call.Args()
 		if _, err := s.caller(ctx, p.Auth); err != nil {
@@ -884,13 +887,14 @@ func (s *Service) ResolveUser(ctx context.Context, call schema.NodeService_resol
 
 // ResolveIdentity returns the username registered with an identity key.
 func (s *Service) ResolveIdentity(ctx context.Context, call schema.NodeService_resolveIdentity) error {
+	call.Go() // may ask another domain's server, like resolveUser
 	return s.done("resolveIdentity", func() error {
 		p := call.Args()
 		_, id, err := s.keyCall(ctx, p.Auth, p.IdentityKey, false)
 		if err != nil {
 			return err
 		}
-		name, err := s.r.resolveIdentity(id)
+		name, err := s.r.resolveIdentity(ctx, id)
 		if err != nil {
 			return err
 		}

@@ -52,6 +52,14 @@ interface FederationService {
 
   # Liveness; domain is the answering server's.
   health @6 (origin :Text) -> (status :Text, domain :Text);
+
+  # NodeService.resolveIdentity for a key registered at the answering
+  # server: its username there (without "@domain"); empty when the key is
+  # not one of its users. The caller asks for a sender it has only seen
+  # relayed from that server, so that its own users see a name. Servers
+  # without this method answer unimplemented; the caller then keeps the
+  # key unnamed, as before.
+  proxyResolveIdentity @7 (origin :Text, hops :UInt8, identityKey :Data) -> (username :Text);
 }
 
 # Identifies one relayed delivery: the caller's outgoing queue to the

@@ -69,13 +69,15 @@ func federate(t *testing.T, l *lan.LAN) *federated {
 	return f
 }
 
-// dm opens the DM from both sides by the names of other domains' users.
+// dm opens the DM: alice by bob's name@domain; bob, who never looked
+// alice up, sees it under her name@domain (his server asks hers to name
+// the sender) and then opens it by that name.
 func (f *federated) dm() {
 	f.alice.t.Helper()
 	f.alice.command("/dm " + bobName)
-	f.bob.command("/dm " + aliceName)
 	f.alice.conv(bobName, members(2))
 	f.bob.conv(aliceName, members(2))
+	f.bob.command("/dm " + aliceName)
 }
 
 // viaServer fails on any message of the DM that did not come through the

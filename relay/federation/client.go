@@ -268,6 +268,27 @@ func (f *Federation) ResolveUser(ctx context.Context, domain string, hops int, n
 	return out, err
 }
 
+// ResolveIdentity is proxyResolveIdentity at domain's server: the
+// username there of identity, or "" when it is not one of its users.
+// The name is as the peer sent it; the caller checks it.
+func (f *Federation) ResolveIdentity(ctx context.Context, domain string, hops int, identity store.Key) (string, error) {
+	var out string
+	err := f.proxy(ctx, domain, hops, "proxyResolveIdentity", func(ctx context.Context, fs fedschema.FederationService) error {
+		fut, release := fs.ProxyResolveIdentity(ctx, func(p fedschema.FederationService_proxyResolveIdentity_Params) error {
+			p.SetHops(uint8(hops))
+			return errors.Join(p.SetOrigin(f.cfg.Domain), p.SetIdentityKey(identity[:]))
+		})
+		defer release()
+		res, err := fut.Struct()
+		if err != nil {
+			return err
+		}
+		out, err = res.Username()
+		return err
+	})
+	return out, err
+}
+
 // CreateChannel is proxyCreateChannel at domain's server, whose user peer
 // is the lower key of the pair.
 func (f *Federation) CreateChannel(ctx context.Context, domain string, hops int, caller, peer store.Key) (store.ChannelID, bool, error) {

@@ -45,7 +45,8 @@
 // seq) at most once (store.Incoming), so a delivery whose answer was lost
 // and that is sent again arrives once.
 //
-// Reads (proxyFetchKeyPackage, proxyFetchHybridKey, proxyResolveUser) and
-// proxyCreateChannel are made while the client waits; an unreachable
-// peer is failed-precondition to the client.
+// Reads (proxyFetchKeyPackage, proxyFetchHybridKey, proxyResolveUser,
+// proxyResolveIdentity) and proxyCreateChannel are made while the client
+// waits; an unreachable peer is failed-precondition to the client (to
+// resolveIdentity, an empty name).
 package federation

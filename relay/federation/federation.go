@@ -38,6 +38,10 @@ type Handler interface {
 	FetchHybridKey(ctx context.Context, req Request, identity store.Key) ([]byte, error)
 	ResolveUser(ctx context.Context, req Request, username string) ([]byte, error)
 	CreateChannel(ctx context.Context, req Request, caller, peer store.Key) (store.ChannelID, bool, error)
+	// ResolveIdentity is the username of identity if it is a user of this
+	// server (never one of another domain's: each server names only its
+	// own users), or "".
+	ResolveIdentity(ctx context.Context, req Request, identity store.Key) (string, error)
 }
 
 // Federation is this server's side of the federation: the listener peers

@@ -187,6 +187,31 @@ func (s *service) ProxyResolveUser(ctx context.Context, call fedschema.Federatio
 	}())
 }
 
+// ProxyResolveIdentity names a user registered here by identity key.
+func (s *service) ProxyResolveIdentity(ctx context.Context, call fedschema.FederationService_proxyResolveIdentity) error {
+	call.Go()
+	return s.done("proxyResolveIdentity", func() error {
+		p := call.Args()
+		req, err := s.request(p.Origin, p.Hops())
+		if err != nil {
+			return err
+		}
+		id, err := wire.Key("identityKey", p.IdentityKey)
+		if err != nil {
+			return err
+		}
+		name, err := s.f.h.ResolveIdentity(ctx, req, id)
+		if err != nil || name == "" {
+			return err
+		}
+		res, err := call.AllocResults()
+		if err != nil {
+			return err
+		}
+		return res.SetUsername(name)
+	}())
+}
+
 // ProxyCreateChannel decides the channel of a remote caller and a local
 // user whose key is the lower.
 func (s *service) ProxyCreateChannel(ctx context.Context, call fedschema.FederationService_proxyCreateChannel) error {

@@ -156,6 +156,26 @@ func (c FederationService) Health(ctx context.Context, params func(FederationSer
 
 }
 
+func (c FederationService) ProxyResolveIdentity(ctx context.Context, params func(FederationService_proxyResolveIdentity_Params) error) (FederationService_proxyResolveIdentity_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0x94669b8c0729c5e8,
+			MethodID:      7,
+			InterfaceName: "federation.capnp:FederationService",
+			MethodName:    "proxyResolveIdentity",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 8, PointerCount: 2}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(FederationService_proxyResolveIdentity_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return FederationService_proxyResolveIdentity_Results_Future{Future: ans.Future()}, release
+
+}
+
 func (c FederationService) WaitStreaming() error {
 	return capnp.Client(c).WaitStreaming()
 }
@@ -242,6 +262,8 @@ type FederationService_Server interface {
 	ProxyCreateChannel(context.Context, FederationService_proxyCreateChannel) error
 
 	Health(context.Context, FederationService_health) error
+
+	ProxyResolveIdentity(context.Context, FederationService_proxyResolveIdentity) error
 }
 
 // FederationService_NewServer creates a new Server from an implementation of FederationService_Server.
@@ -260,7 +282,7 @@ func FederationService_ServerToClient(s FederationService_Server) FederationServ
 // This can be used to create a more complicated Server.
 func FederationService_Methods(methods []server.Method, s FederationService_Server) []server.Method {
 	if cap(methods) == 0 {
-		methods = make([]server.Method, 0, 7)
+		methods = make([]server.Method, 0, 8)
 	}
 
 	methods = append(methods, server.Method{
@@ -344,6 +366,18 @@ func FederationService_Methods(methods []server.Method, s FederationService_Serv
 		},
 		Impl: func(ctx context.Context, call *server.Call) error {
 			return s.Health(ctx, FederationService_health{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0x94669b8c0729c5e8,
+			MethodID:      7,
+			InterfaceName: "federation.capnp:FederationService",
+			MethodName:    "proxyResolveIdentity",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.ProxyResolveIdentity(ctx, FederationService_proxyResolveIdentity{call})
 		},
 	})
 
@@ -467,6 +501,23 @@ func (c FederationService_health) Args() FederationService_health_Params {
 func (c FederationService_health) AllocResults() (FederationService_health_Results, error) {
 	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 2})
 	return FederationService_health_Results(r), err
+}
+
+// FederationService_proxyResolveIdentity holds the state for a server call to FederationService.proxyResolveIdentity.
+// See server.Call for documentation.
+type FederationService_proxyResolveIdentity struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c FederationService_proxyResolveIdentity) Args() FederationService_proxyResolveIdentity_Params {
+	return FederationService_proxyResolveIdentity_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c FederationService_proxyResolveIdentity) AllocResults() (FederationService_proxyResolveIdentity_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return FederationService_proxyResolveIdentity_Results(r), err
 }
 
 // FederationService_List is a list of FederationService.
@@ -1929,6 +1980,191 @@ func (f FederationService_health_Results_Future) Struct() (FederationService_hea
 	return FederationService_health_Results(p.Struct()), err
 }
 
+type FederationService_proxyResolveIdentity_Params capnp.Struct
+
+// FederationService_proxyResolveIdentity_Params_TypeID is the unique identifier for the type FederationService_proxyResolveIdentity_Params.
+const FederationService_proxyResolveIdentity_Params_TypeID = 0xdf1e6662ab616b48
+
+func NewFederationService_proxyResolveIdentity_Params(s *capnp.Segment) (FederationService_proxyResolveIdentity_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 2})
+	return FederationService_proxyResolveIdentity_Params(st), err
+}
+
+func NewRootFederationService_proxyResolveIdentity_Params(s *capnp.Segment) (FederationService_proxyResolveIdentity_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 2})
+	return FederationService_proxyResolveIdentity_Params(st), err
+}
+
+func ReadRootFederationService_proxyResolveIdentity_Params(msg *capnp.Message) (FederationService_proxyResolveIdentity_Params, error) {
+	root, err := msg.Root()
+	return FederationService_proxyResolveIdentity_Params(root.Struct()), err
+}
+
+func (s FederationService_proxyResolveIdentity_Params) String() string {
+	str, _ := text.Marshal(0xdf1e6662ab616b48, capnp.Struct(s))
+	return str
+}
+
+func (s FederationService_proxyResolveIdentity_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (FederationService_proxyResolveIdentity_Params) DecodeFromPtr(p capnp.Ptr) FederationService_proxyResolveIdentity_Params {
+	return FederationService_proxyResolveIdentity_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s FederationService_proxyResolveIdentity_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s FederationService_proxyResolveIdentity_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s FederationService_proxyResolveIdentity_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s FederationService_proxyResolveIdentity_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s FederationService_proxyResolveIdentity_Params) Origin() (string, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return p.Text(), err
+}
+
+func (s FederationService_proxyResolveIdentity_Params) HasOrigin() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s FederationService_proxyResolveIdentity_Params) OriginBytes() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return p.TextBytes(), err
+}
+
+func (s FederationService_proxyResolveIdentity_Params) SetOrigin(v string) error {
+	return capnp.Struct(s).SetText(0, v)
+}
+
+func (s FederationService_proxyResolveIdentity_Params) Hops() uint8 {
+	return capnp.Struct(s).Uint8(0)
+}
+
+func (s FederationService_proxyResolveIdentity_Params) SetHops(v uint8) {
+	capnp.Struct(s).SetUint8(0, v)
+}
+
+func (s FederationService_proxyResolveIdentity_Params) IdentityKey() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(1)
+	return []byte(p.Data()), err
+}
+
+func (s FederationService_proxyResolveIdentity_Params) HasIdentityKey() bool {
+	return capnp.Struct(s).HasPtr(1)
+}
+
+func (s FederationService_proxyResolveIdentity_Params) SetIdentityKey(v []byte) error {
+	return capnp.Struct(s).SetData(1, v)
+}
+
+// FederationService_proxyResolveIdentity_Params_List is a list of FederationService_proxyResolveIdentity_Params.
+type FederationService_proxyResolveIdentity_Params_List = capnp.StructList[FederationService_proxyResolveIdentity_Params]
+
+// NewFederationService_proxyResolveIdentity_Params creates a new list of FederationService_proxyResolveIdentity_Params.
+func NewFederationService_proxyResolveIdentity_Params_List(s *capnp.Segment, sz int32) (FederationService_proxyResolveIdentity_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 2}, sz)
+	return capnp.StructList[FederationService_proxyResolveIdentity_Params](l), err
+}
+
+// FederationService_proxyResolveIdentity_Params_Future is a wrapper for a FederationService_proxyResolveIdentity_Params promised by a client call.
+type FederationService_proxyResolveIdentity_Params_Future struct{ *capnp.Future }
+
+func (f FederationService_proxyResolveIdentity_Params_Future) Struct() (FederationService_proxyResolveIdentity_Params, error) {
+	p, err := f.Future.Ptr()
+	return FederationService_proxyResolveIdentity_Params(p.Struct()), err
+}
+
+type FederationService_proxyResolveIdentity_Results capnp.Struct
+
+// FederationService_proxyResolveIdentity_Results_TypeID is the unique identifier for the type FederationService_proxyResolveIdentity_Results.
+const FederationService_proxyResolveIdentity_Results_TypeID = 0xce7c8f12e50b42e2
+
+func NewFederationService_proxyResolveIdentity_Results(s *capnp.Segment) (FederationService_proxyResolveIdentity_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return FederationService_proxyResolveIdentity_Results(st), err
+}
+
+func NewRootFederationService_proxyResolveIdentity_Results(s *capnp.Segment) (FederationService_proxyResolveIdentity_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return FederationService_proxyResolveIdentity_Results(st), err
+}
+
+func ReadRootFederationService_proxyResolveIdentity_Results(msg *capnp.Message) (FederationService_proxyResolveIdentity_Results, error) {
+	root, err := msg.Root()
+	return FederationService_proxyResolveIdentity_Results(root.Struct()), err
+}
+
+func (s FederationService_proxyResolveIdentity_Results) String() string {
+	str, _ := text.Marshal(0xce7c8f12e50b42e2, capnp.Struct(s))
+	return str
+}
+
+func (s FederationService_proxyResolveIdentity_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (FederationService_proxyResolveIdentity_Results) DecodeFromPtr(p capnp.Ptr) FederationService_proxyResolveIdentity_Results {
+	return FederationService_proxyResolveIdentity_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s FederationService_proxyResolveIdentity_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s FederationService_proxyResolveIdentity_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s FederationService_proxyResolveIdentity_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s FederationService_proxyResolveIdentity_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s FederationService_proxyResolveIdentity_Results) Username() (string, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return p.Text(), err
+}
+
+func (s FederationService_proxyResolveIdentity_Results) HasUsername() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s FederationService_proxyResolveIdentity_Results) UsernameBytes() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return p.TextBytes(), err
+}
+
+func (s FederationService_proxyResolveIdentity_Results) SetUsername(v string) error {
+	return capnp.Struct(s).SetText(0, v)
+}
+
+// FederationService_proxyResolveIdentity_Results_List is a list of FederationService_proxyResolveIdentity_Results.
+type FederationService_proxyResolveIdentity_Results_List = capnp.StructList[FederationService_proxyResolveIdentity_Results]
+
+// NewFederationService_proxyResolveIdentity_Results creates a new list of FederationService_proxyResolveIdentity_Results.
+func NewFederationService_proxyResolveIdentity_Results_List(s *capnp.Segment, sz int32) (FederationService_proxyResolveIdentity_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[FederationService_proxyResolveIdentity_Results](l), err
+}
+
+// FederationService_proxyResolveIdentity_Results_Future is a wrapper for a FederationService_proxyResolveIdentity_Results promised by a client call.
+type FederationService_proxyResolveIdentity_Results_Future struct{ *capnp.Future }
+
+func (f FederationService_proxyResolveIdentity_Results_Future) Struct() (FederationService_proxyResolveIdentity_Results, error) {
+	p, err := f.Future.Ptr()
+	return FederationService_proxyResolveIdentity_Results(p.Struct()), err
+}
+
 type RelayId capnp.Struct
 
 // RelayId_TypeID is the unique identifier for the type RelayId.
@@ -2014,93 +2250,98 @@ func (f RelayId_Future) Struct() (RelayId, error) {
 	return RelayId(p.Struct()), err
 }
 
-const schema_a2612b20fa289bef = "x\xda\xccV_l\x14U\x17?\xe7\xde\x9d\x9dn\xd3" +
-	"~\xcbM\xf7\xcb\xf7i \xd5\xb2\x0f\x14\x84\x00\xf5\x01" +
-	"\xaa\xb8+X\xa4\x16\xc8\xde5FL$a\xd8\xbd\xb0" +
-	"\x83\xb3\x7f:3\x0b\xec\x03\x82&\xc6@0(\x11\x0d" +
-	"6b\xc2\x8b@\xf0O\xa2F\x8b\"(\x18\xc4\xa0I" +
-	"\x13\x88\x061\x11B\x05y\x100\x1a\xb5F\xc7\xdc\xd9" +
-	"\xce\xecl\x11h1$\xbe\xed\xde\xf9\xdds~\xe7w" +
-	"~\xe7\xe4N\x9f\x1dJ\x86f4\x9f\x0b\x03\xe1)%" +
-	"\xec4O\xc9\xed\xea<\xf1\xc2f\xe0\x13\x11\x01\x14T" +
-	"\x01:\x1e\xa1\x17\x10\xb0%O\xd7\x00:\xa8\xf4\x7f1" +
-	"\xf4\xf8\x8eg\x813D\xe7b\xdf\xa4\xa1\xdb\xa6h;" +
-	"\xab\xc8\x96o\xe8g-\xdfS\xf9k\xd0\x05\x9f\xff\xa4" +
-	"]\xdd\xdc\xb7\xe2y`\x8c\xd6\xb0\x80\x1d\xf7\x86n\xc5" +
-	"\x16\x1e\x92\xd1\x17\x85\x8e`\xcbs\x8a\x0a\xe0\xdc\x92;" +
-	"\xb3b\xcf\xaf'^\x046Q&'\xf2sE\xd9*" +
-	"\x93oTd\xbc\xc9\xbb\xee\xd9{\xe4\xd2\xd2\xed\x1e=" +
-	"\x171\xa8\x0cI\xc4o\xca\x1b\x80Nv\xef\xa9\x87\x17" +
-	"N\xdf\xd8WW\xc0\xb6\xf0\x8f\x12\xb1;,c\x0cm" +
-	"\xf8e\xdf\xb2\xcb\xdf\xed\xad\x8b\x11QOJ\xc4\x04U" +
-	"\xc6xk\xc3\xe2\x9e\xa7>o;,\x11\x04\xc0e\xd9" +
-	"\xaf~,\x01GU\x19\"\x9f\xfe\xe9\xf6]\x93\x0f\x1c" +
-	"\xf3B\xc8\x8a;\xda\x1b\\\x95\xe64\x9c\x03t.N" +
-	"Ps\xc9\xf7O~9\\\x89\xcb\xe2\xbf\x11B\x00[" +
-	"\xda#\x09@\xe7\xc0\xd3\x1f\xeeL\xf5\x1d\xfa:\x08\xe8" +
-	"\x8e\x9c\x91\x11\x96\xba\x80W\xd3\xd9\xa9l\xf0\xc2\xe9:" +
-	"\x9aOD\xdcB\xb6E$\xcd\xfbg\xce\xeez\xb7-" +
-	"~>\x18bF\xa3\xabEW\xa3\x0cq(\xab\xb7-" +
-	"\x19x\xfd\x87 @o\xdc$\x01\x15\x1700\xf0\xf3" +
-	"\xb6\xffu\xbd\xf2\xbb\x97#,\x11\xdb\x1b\xf7!`\xc7" +
-	"\xee\xc6-\x08\xe8\xdc\xb5c\xdd\x1f\xb3.\xe7\xfe\xac\x83" +
-	"\xcci\x92D;x\xd3\x16\x84\xa9\xce\x0a\x91\x15\xa6f" +
-	"\xeb\xe1baZF+\x15J\x9d\xf3\x87O\x8a\x85\x07" +
-	"\x85\xb9Z\xcf\x88i\xa60\xb4\xca\\\xcd\xce\xe4\xba\x0a" +
-	"\xbdeQ\x16\xf1\xb4\xb0\xa2e\xc3\xb6x\x03\x0d\x01\x84" +
-	"\x10\x80\xb5O\x06\xe0q\x8a<I\x101&\xf3\xb19" +
-	"i\x00~7E\xbe\x80`\xd4\x12\xbd\x16\xfe\x070E" +
-	"\x11#@\xe4O'[.\x19zF\xb3\x01\x05\"\x10" +
-	"\x94\xa4=F\xc4g\x94\x96\xf9\xbb\xb3\x00)\xc4`\xc6" +
-	"\xce\xe1\x8c\xd3k\x19\xa7\xb6\x01\xf0I\x14\xf9\x9d\x04\x13" +
-	"\x96m\x0a-\x8f\xcd@\xb0\x19P\xb5D\xaf\x9b8\x12" +
-	"HB\xafV6\xcd\x08\x99m<U\x00|\xa9\xd13" +
-	"\x17\x1bX\x05\x84\x1dU\xb1\xa61z\xd3\xc7\xf6o\x05" +
-	"\xc2\xfaU$\xbe\xe3\xd1s\x14{m\x0f\x10\xb6[E" +
-	"\xea[\x04='\xb0\x97w\x02a\xdbU\x0c\xf9.G" +
-	"\xcfh\xec\x99M@\xd8F\x15\x15\xdf\xbe\xe8\x0d\x0b[" +
-	"\xf7\x12\x10VQ1\xec{\x06\xbdYd\xf9N L" +
-	"S\x1d\xb7\x85]\x85^\x88\xca\xfe%\xd1\xf1z\x8a^" +
-	"SQ\x9e\x96\xcc\xe2\xda\xca|!O{D%\xa5e" +
-	"\xa2\x8fi+G|XPYn\xeaY\xb5GT\xbc" +
-	"\xf3\xb4\xb0\xb0h\xac\x16\x0fY\xc2\x04\xf0N\xe7\x99\x02" +
-	"5[\xcc\xcbi\x85\x02\x15F\x12\x139\xa1\x19v." +
-	"\x89)\xac5@\xb9\x86\xef\xaaxi\xb6\xb2a\xa3u" +
-	"\x95\xd63\xbf\xf7\x9du\xbd\xd7\xec\xb2\x85M@\xb0\x09" +
-	"0\x91-\xe65\xbd\xe0\xfd\x1d\x95\xeb\xbd\x92=)\xa4" +
-	"\x12\xf1DJ3\xb5\xbc\xc5\x9b|*]2k\x92\"" +
-	"_Xsa\xb7\x9c\x85\xfb(\xf2\x14AF0&\x17" +
-	"\x11[\xb4\x1c\x80/\xa4\xc8\x97\x10L\x14M}e\x8d" +
-	"O4W,Y\x18\x06\x82a@G\xcf\x8a\x82\xad\xdb" +
-	"\x15\x90\x1a{\xee\x1d=\xe5y\xa6\xf0d\x17F<-" +
-	"Z\xad\x91\x93\x9a\xae\xe9\xe41\x9e!\xab\xb8\x83\"\x9f" +
-	"E\xd0\xc9T\xefv\x03f\xbd\xf4\x895\x9a\xb5X\xac" +
-	"\xb9bH\xaf\xcb&-,\xcf\x1aq\xa9\x1d\xbdA\xf1" +
-	"\x1e\x18\xa5xeK\x98\x05-/\x00`L\xdd\xf6\x06" +
-	"\xc4[oR3\x08\x8a\xd6\x16t\\r\xd8q\xe9\x9a" +
-	"ju\xeb\xe5Z{m\x8c\x0dLiQ\xd7q\xe3|" +
-	"*\x9a\x14\xedQ\x8a<W\x13MH\xd1\x96Q\xe4F" +
-	"@4]\xd2\xcbQ\xe46AFI\x0c)\x00\xeb\x9d" +
-	"\x0b\xc0\x0d\x8a|\xedu\x94\xcch\x86!\xcc\x1e\x01\xe8" +
-	"\x9bp}I\xc8\x93+M\xa9\x8eu\x8e|\x85C~" +
-	"Y\xcd\x92X\x03E\x1e#\xb8\xbeT\xc5\x8d\xdd\xfdA" +
-	"\xbf\xc9$\xaa\xf4~ \x89\x1c\xc2&\x8a\xfc\xff\xe4\x1f" +
-	"\x0f\x9a[Su\x1b\xf6\x88J<\xd5\xfa\xaf_\x0d#" +
-	"\x18\xa7\x13\xd5.\x04\xf5y2\xa0O\xceE\xa6\xca\xb8" +
-	"\xdc\xd03=\xa2\x02Wd\x1c\xc5\xf6\xae.L\xa8\xeb" +
-	"tg\xad\xd3#\xca\x1dU\xe4\xbaY\xf56\xf2x?" +
-	"\xfc;2\xfc\x9b\x14\xf9\x075\xd9\xfb\xa5\xecoS\xe4" +
-	"\x07\x03\xb2\xef\x9f\x09\xc0\xdf\xa3\xc8\x0f\x07\xe6\xe3#9" +
-	"4\x07)\xf2c\x04Y\x88\xc60\x04\xc0\x8e\xae\x02\xe0" +
-	"\x9fR\xe4\xc7\x092%\x14C\x05\x80\x0dH\xc3\x1e\xa3" +
-	"\xc8\xbf\"\xc8\xc2J\x0c\xc3\x00\xec\x84\xbc~\x9c\"\xff" +
-	"\xf6\xda\xadlu\x8b\xc0q\xb5'9 \x8e\x03t," +
-	"Q\xc8\x8e\x18;\xc7\x14\x19\xbd\xa4\x8b\x02D\xed@\xdf" +
-	"\xd7\x97\xb4\x8aQ\xd4\xfc\x1d\xfdw{\xfb\x06\xdfw)" +
-	"\xcdTo\xbe\xa8\xe6\xb0\xa8g\x03\xa2\x9e\x96\xa2\x9e\xa2" +
-	"\xc8\xcf\x07D\x1d\x94\xd7\xcfR\xe4\x97n\x86\xa8\xadR" +
-	"T\xffi\xda\\}\x9a\x8eF\xdc\xbf\x02\x00\x00\xff\xff" +
-	"\x88N\x84\xb4"
+const schema_a2612b20fa289bef = "x\xda\xd4W_l\x14\xd5\x17>\xe7\xde\xd9\x9d\xfe\xdb" +
+	"\xdfr\x7fm\xa2\x18\xb1X\xfa\xc0\x1f!@5\xc1*" +
+	"\xee\x02\x16\xa9E\xb2w\x0d\x91\x07M\x98\xee\xde\xb2\x0b" +
+	"\xd3\xdd\xed\xcc.\xb0\x89\x0a\x98\x18#\xc1\xa0D%\xd8" +
+	"\x80\x91\x84\xc8_\x95(QP\x04\x04\xa2\x18 iB" +
+	"\xa3 F!\xa0\xc0\x83P\xa3\xd1\xd4\xe8\x98;\xdb\x99" +
+	"\x9d-PZ\x0c\x0f\xbcm\xef|s\xbes\xbe\xf3\x9d" +
+	"s\xa7\x13\xb7)aeR`\xad\x0a\x84\xcf\xf3\xf9\xad" +
+	"\xc0\xb8\xc4\xe6\xc6\xee7W\x01\x1f\x85\x08\xe0C\x15\xa0" +
+	"a'\xbd\x84\x80\xd5\x87\xe9\x12@\x0b}\xbb\x8f\xf7>" +
+	"\xbf\xe1U\xe0\x0c\xd1\xba\xdc9\xbaw\xe48mc\x01" +
+	"Y\xfd\x80\xf2u\xf54E\xfe\x9a\xaaH\xf0\x85\xc3c" +
+	"\xd4U\x9dm\xaf\x03c\xb4\x88\x05lX\xa7\xdc\x85\xd5" +
+	"[$\xb2a\x93\xa2\x92\xea\xe1~\x15\xc0\x1a\x9e8\xdb" +
+	"\xb6\xf5\xcf\xee\xb5\xc0FIr\"\x1f\xa3\x7f\x8d$g" +
+	"~\x19o\xec\xe6G\xb6\x7fy\xe5\x99uNz6\xa2" +
+	"\xdd\xdf+\x11+\xfc\xef\x03Z\xf1\xed\xa7\x9f\x9a=\xf1" +
+	"\xe5\xce\x92\x02F\xa8\xbfJ\xc4$U\xc6\xe8]\xfe\xc7" +
+	"\x9e\xf9=?m/\x89\xf1\x9azJ\"6\xa92\xc6" +
+	"\x87\xcb\xe7\xb4\xbcx\xac\xee\x90D\x10\x00;\xcbie" +
+	"_H\x00/\x93!\xda\xa3\xbf\xdd\xbby\xec\xbe\xa3N" +
+	"\x08j\xabTVP\xa9\xecg@\xeb\xec\xf4\xca\xf3\xff" +
+	"_\xfd\xec\xf1\xbeJ\xec,\xd6\x97\x13\x02X\xbd\xb3<" +
+	"\x04h]\x1e\xa1&\xc2\x9f\x9e\xfa\xc6\x0b\xe8.\x00." +
+	"\xda\x80}/}\xbe1\xd2y\xf0;/\xa0\xbc\xe2\xac" +
+	"\xa4\x18Q!\x01\xb3\x16i\xdbZ\xdb\xee\xf9\xa1\xa4\x8e" +
+	"i\x15\xb6\x16s+d\x1d\xefF\xe3\xe3\xd9\xf9Kg" +
+	"J\x10=\x15\xb6\x16\xbeJ\x89xl\xf2\x83M\x1f\xd7" +
+	"\xd5_\xf0\x92\xbcSi\x87\xd8U)I\x0e\xc6\x93u" +
+	"\xf3\xba\xde\xfb\xc5\x0b8Y\xb9R\x02.\xda\x80\xae\xae" +
+	"\xdf\xdf\xb8\xa3\xe9\xed\xbf\x1c\x0e\xbf\x9dg\xd5\x1e\x04l" +
+	"\x18^\xb5\x1a\x01\xad\x876<\xf7\xf7\x94\x9e\xc4?%" +
+	"\x90\x1d\x01YJ\xc3\x81\xc0j\x84\xf1V\x9b\x88\x0bC" +
+	"\xcb&\xfd\xe9\xd4\x84\x98\x96Ie\x1ag\xf6\x9d\xa4S" +
+	"O\x0acq2&&\x18B\xd7\xf2\xd3\xb5l,\xd1" +
+	"\x94\xea\xc8\x89\x9c\xa8\x8f\x0a3\x98\xd3\xb3&/\xa3\x0a" +
+	"\x80\x82\x00l\xccX\x00^O\x91\x87\x09\"\xd6H>" +
+	"65\x0a\xc0\x1f\xa6\xc8g\x11\x0c\x9a\xa2\xc3\xc4\xff\x01" +
+	"F(b9\x10\xf9\xd3\x8a\xe72z2\xa6e\x01\x05" +
+	"\"\x10\x94I;\x19\x117\xa3\xa8\xe4o\x8e\x03D\x10" +
+	"\xbd\x8c\x8d}\x8c\x13\x8b\x8c\xe3\xeb\x00\xf8h\x8a\xfc~" +
+	"\x82!3k\x08\xad\x1d\x03@0\x00\xa8\x9a\xa2\xc3&" +
+	".\xf7\x90\xd0\xeb\x95McB\xb2\x8d\xa4>\x00Wj" +
+	"t\xfc\xc9z\x16\x02a\x17U,j\x8c\xce\x00\xb3\xef" +
+	"\xd7\x00a'U$\xee\xd0\xa0\xe39vl+\x10v" +
+	"DE\xeaZ\x04\x1d'\xb0\xbd\x1b\x81\xb0\xdd**\xee" +
+	"\xa0\xa0cE\xb6c%\x10\xb6EE\x9f;\x01\xe8\xcc" +
+	"\x1b[\xff\x16\x10\xb6NE\xbf\xeb\x19t\xc6\x99\xbd\xd2" +
+	"\x08\x84\xadPQuM\x8b\xce\x80\xb0\x9c\xcc\xa5C\xb5" +
+	"\xec\xf66\xa5: ({\x1bF\xcb\xe97:\x0dG" +
+	"y\x9a1\xd2K\xf33\x85<m\x11\xf9\x88\x16\x0b." +
+	"\xd2\x16\xf4{0+\xdfj$\xe3j\x8b\xc8;\xe7Q" +
+	"abZ_,\xe6\x9a\xc2\x00pNg\x18\x02\xb5\xac" +
+	"\x98\x91\xd0R)*\xf40\x86\x12B\xd3\xb3\x89\xfeo" +
+	"5\xc7E*\x98Mf\xf3a\x8c`\xb1k\xbe\x01\xcc" +
+	"Z\x08$\x1d\x9a\xd3\xb3h^\xc7/\xcc5Lc\x89" +
+	"a\xb4l\xce\xc4* X\x05\x18\x8a\xa7\xdb\xb5d\xca" +
+	"\xf9sP\xa3\xe2h\xe1h$%\xaa\x0fE4Ck" +
+	"7y\x95\x9bJ\x93d\x0dS\xe4\xb3\x8b\xd6m\x96\x03" +
+	"\xf4(E\x1e!\xc8\x08\xd6\xc8\x05\xc8\x9eh\x05\xe0\xb3" +
+	")\xf2y\x04Ci#\xb9\xa0\x98O0\x91\xce\x98\xe8" +
+	"\x07\x82~@+\x19\x17))\x14H\xf1\x1d\xcb\x0f>" +
+	"\xe5\x19\x86p\xfa!\xf4\xfa\xa8\xa85\xfb\x8fw\xb4\xa8" +
+	"\x93\x93\xf1$Y\xc5}\x14\xf9\x14\x82V\xac\xf0n3" +
+	"`\xdc\xa1\x0f-\xd1\xcc9b\xc9U\x93}\xc3l\xa2" +
+	"\xc2t<S/\xb5\xa37)\xde\xe3\x83\x14/g\x0a" +
+	"#\xa5\xb5\x0b\x00\x18R\xb7\x9d\xc9qv\xa2\xd4\x0c\xbc" +
+	"\xa2\xd5y\x1d\x17\xees\\\xb4\xa8Z\xc9N\x1ah\x19" +
+	"\x0e\xb1\x81\x11-h;n\x98\x9b\x8a&E{\x9a\"" +
+	"O\x14E\x13R\xb4\xf9\x14\xb9\xee\x11-)\xd3KP" +
+	"\xe4Y\x82\x8c\x92\x1a\xa4\x00\xacc:\x00\xd7)\xf2\xa5" +
+	"7P2\xa6\xe9\xba0Z\x04\xa0k\xc2e\x19!O" +
+	"\xae6\xa5:H\x1b4\xf7Y\xbb\xa8\xb0\xe2\x96\x15\x90" +
+	"-\xae\xa2\xc8\xef$\x03\xb7Q\x1d\xea\xd0^\x8bL\xaa" +
+	"PF\x91\xd7\x10\\\x96)\xe0\x86>j^sK\x12" +
+	"U\x0e\x9a\x87\xa4\xd5S\xd1\x7f\x9c\xea\xfe\x02\xde\x06\x8b" +
+	"\xc8nC\xe1\x1ai\x11\xf9\xfaH\xed\xed\x96q4T" +
+	"0\x8e\xb7\xa5/xZ\x9a\xb0\x91\x91\x1c\xb6\xea\xc9X" +
+	"\x8b\xc8\xc3U\x8c\x83\xb8\xdd\x0a}\x84\x12s6\x16\xcd" +
+	"\xd9\xaf\xdcAE.\xd9e\x8eQ\xeev\xc3\xef\x92\xe1" +
+	"?\xa0\xc8?+\xca\xbe[\xca\xfe\x11E\xbe\xdf#\xfb" +
+	"\xde\xc9\x00\xfc\x13\x8a\xfc\x90g\x7f\x1c\x90Ke?E" +
+	"~\x94 Sh\x0d*\x00\xec\xc8B\x00\xfe\x15E~" +
+	"\x82 \xf3)5\xe8\x03`]r\xc6\x8eR\xe4\xdf\x12" +
+	"d~_\x0d\xfa\x01X\xb7|\xfd\x04E\xfe\xe3\xc0\xad" +
+	"\xac\xb5\x8b\xc0a\xc5\x7f\x95\x00q\x18\xa0e\x8aT\xbc" +
+	"\xdfZ\xb2\x0c\x11Kf\x92\"\x05\xc1\xac\xa7\xef\xcb2" +
+	"Z^Ok\xee\x1dv\xad{\xed&?\x9a#\x9a\xa1" +
+	"\xdezQ\x8d>Q\xcfyD=#E=M\x91_" +
+	"\xf0\x88z^\xbe~\x8e\"\xbfr+D\xad\x95\xa2\xba" +
+	"\xdf\xfb\x81\xc2\xf7\xfe`\xc4\xfd7\x00\x00\xff\xff\xe2\x07" +
+	"\xf3\x94"
 
 func RegisterSchema(reg *schemas.Registry) {
 	reg.Register(&schemas.Schema{
@@ -2115,8 +2356,10 @@ func RegisterSchema(reg *schemas.Registry) {
 			0xace6f160baf780fa,
 			0xc422cd854b4e80b3,
 			0xccbf2aa821f4526d,
+			0xce7c8f12e50b42e2,
 			0xd7dabb4068071def,
 			0xdbc39b50a2be87bf,
+			0xdf1e6662ab616b48,
 			0xe1eae5112d6452a7,
 			0xe82422b745393247,
 			0xeeaed158226964c3,
