@@ -380,10 +380,16 @@ func TestMetrics(t *testing.T) {
 		if q := gauge(t, s, "qpq_relay_queued_messages"); q != 1 {
 			t.Fatalf("queued after fetch = %v", q)
 		}
+		// Registrations, logins, two enqueues and a fetch each waited
+		// for a commit.
+		commits, writes := gauge(t, s, "qpq_relay_store_commits_total"), gauge(t, s, "qpq_relay_store_commit_writes_total")
+		if commits < 3 || writes < commits || gauge(t, s, "qpq_relay_store_commit_seconds_total") <= 0 {
+			t.Fatalf("commit metrics: %v writes in %v commits", writes, commits)
+		}
 	})
 }
 
-// gauge reads a registered gauge by name, as a scrape would.
+// gauge reads a registered gauge or counter by name, as a scrape would.
 func gauge(t *testing.T, s *testServer, name string) float64 {
 	t.Helper()
 	mfs, err := s.relay.Registry().Gather()
@@ -392,6 +398,9 @@ func gauge(t *testing.T, s *testServer, name string) float64 {
 	}
 	for _, mf := range mfs {
 		if mf.GetName() == name {
+			if c := mf.GetMetric()[0].GetCounter(); c != nil {
+				return c.GetValue()
+			}
 			return mf.GetMetric()[0].GetGauge().GetValue()
 		}
 	}

@@ -2,6 +2,8 @@ package relay
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/quicproquo/qpq/relay/store"
 )
 
 // metrics are the relay's Prometheus collectors, all prefixed qpq_relay_.
@@ -15,7 +17,7 @@ type metrics struct {
 	waiters     prometheus.Gauge
 }
 
-func newMetrics(reg prometheus.Registerer, queued func() float64) *metrics {
+func newMetrics(reg prometheus.Registerer, st *store.Store) *metrics {
 	m := &metrics{
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "qpq_relay_calls_total", Help: "NodeService calls answered, by method and result code.",
@@ -42,6 +44,18 @@ func newMetrics(reg prometheus.Registerer, queued func() float64) *metrics {
 	reg.MustRegister(m.calls, m.enqueued, m.fetched, m.logins, m.rateLimited, m.connections, m.waiters,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "qpq_relay_queued_messages", Help: "Messages waiting in all inboxes.",
-		}, queued))
+		}, func() float64 { return float64(st.Queued()) }),
+		// The group commit: every acknowledged write waits for a commit,
+		// so seconds/commits is the floor of a write's latency and
+		// writes/commits how much concurrent writers share.
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "qpq_relay_store_commits_total", Help: "Transactions committed to disk (group commits).",
+		}, func() float64 { return float64(st.CommitStats().Commits) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "qpq_relay_store_commit_writes_total", Help: "Writes carried by those commits (one per acknowledged write call).",
+		}, func() float64 { return float64(st.CommitStats().Writes) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "qpq_relay_store_commit_seconds_total", Help: "Time spent in transactions, building and syncing them.",
+		}, func() float64 { return st.CommitStats().Time.Seconds() }))
 	return m
 }

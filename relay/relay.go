@@ -79,7 +79,7 @@ func Open(cfg Config) (*Relay, error) {
 		st.Close()
 		return nil, fmt.Errorf("relay: %w", err)
 	}
-	r.m = newMetrics(cfg.Registry, func() float64 { return float64(st.Queued()) })
+	r.m = newMetrics(cfg.Registry, st)
 	if cfg.Federation != nil {
 		if err := r.startFederation(); err != nil {
 			st.Close()

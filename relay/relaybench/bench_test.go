@@ -63,6 +63,49 @@ func startServer(b *testing.B) *server {
 	return s
 }
 
+// commitTotals are the server's group-commit counters, as scraped.
+type commitTotals struct{ commits, writes, seconds float64 }
+
+// commits scrapes the server's qpq_relay_store_commit* counters.
+func (s *server) commits(b *testing.B) commitTotals {
+	b.Helper()
+	mfs, err := s.relay.Registry().Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var t commitTotals
+	for _, mf := range mfs {
+		v := 0.0
+		if m := mf.GetMetric(); len(m) == 1 && m[0].GetCounter() != nil {
+			v = m[0].GetCounter().GetValue()
+		}
+		switch mf.GetName() {
+		case "qpq_relay_store_commits_total":
+			t.commits = v
+		case "qpq_relay_store_commit_writes_total":
+			t.writes = v
+		case "qpq_relay_store_commit_seconds_total":
+			t.seconds = v
+		}
+	}
+	return t
+}
+
+func (t commitTotals) since(t0 commitTotals) commitTotals {
+	return commitTotals{t.commits - t0.commits, t.writes - t0.writes, t.seconds - t0.seconds}
+}
+
+// report adds the mean group commit of a run: how many writes shared one,
+// and how long one took. Every acknowledged enqueue waits for at least
+// one, so the commit time bounds a client's rate one message at a time.
+func (t commitTotals) report(b *testing.B) {
+	if t.commits == 0 {
+		return
+	}
+	b.ReportMetric(t.writes/t.commits, "writes/commit")
+	b.ReportMetric(t.seconds/t.commits*1e6, "µs/commit")
+}
+
 // client is a logged-in user on its own connection.
 type client struct {
 	conn *rpc.Conn
@@ -216,7 +259,7 @@ func BenchmarkEnqueueFetch(b *testing.B) {
 			echo, echoCPU := echoRate(b, echoServer(b, s.cert), n, max(b.N, 1000))
 
 			b.ResetTimer()
-			cpu0 := cpuTime()
+			cpu0, commits0 := cpuTime(), s.commits(b)
 			elapsed, err := split(n, b.N, func(w, count int) error {
 				c := clients[w]
 				payload := make([]byte, payloadSize)
@@ -247,6 +290,7 @@ func BenchmarkEnqueueFetch(b *testing.B) {
 			// here) tells the cost apart from the machine's other load.
 			b.ReportMetric(float64(cpu.Microseconds()), "cpu-µs/msg")
 			b.ReportMetric(float64(echoCPU.Microseconds()), "echo-cpu-µs/msg")
+			s.commits(b).since(commits0).report(b)
 		})
 	}
 }
@@ -321,7 +365,7 @@ func enqueueRounds(b *testing.B, clientCounts []int, pipelined bool) {
 			echo, _ := echoRateDepth(b, echoServer(b, s.cert), n, max(total, 1024), depth)
 
 			b.ResetTimer()
-			cpu0 := cpuTime()
+			cpu0, commits0 := cpuTime(), s.commits(b)
 			elapsed, err := split(n, total/gather, func(w, rounds int) error {
 				c := clients[w]
 				payload := make([]byte, payloadSize)
@@ -363,6 +407,7 @@ func enqueueRounds(b *testing.B, clientCounts []int, pipelined bool) {
 			b.ReportMetric(echo, "echo-msgs/s")
 			b.ReportMetric(rate/echo, "ratio")
 			b.ReportMetric(float64(cpu.Microseconds()), "cpu-µs/msg")
+			s.commits(b).since(commits0).report(b)
 		})
 	}
 }

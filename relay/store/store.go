@@ -127,6 +127,9 @@ type Store struct {
 	closed  atomic.Bool
 }
 
+// CommitStats reports the group commit's totals since Open.
+func (s *Store) CommitStats() CommitStats { return s.commits.stats() }
+
 // Open opens (creating if needed) the database file FileName in dir.
 func Open(dir string, opts Options) (*Store, error) {
 	opts.setDefaults()

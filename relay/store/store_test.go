@@ -413,6 +413,7 @@ func TestClosedStore(t *testing.T) {
 func TestGroupCommitRetriesFailuresAlone(t *testing.T) {
 	s := open(t, t.TempDir(), Options{MaxInboxDepth: 5})
 	a, b := key(1), key(2)
+	before := s.CommitStats()
 	// Twenty concurrent enqueues into an inbox with room for five: the
 	// failures are taken out of their shared commits and the others still
 	// commit, with dense seqs.
@@ -440,6 +441,13 @@ func TestGroupCommitRetriesFailuresAlone(t *testing.T) {
 	last, depth, _ := s.InboxState(Inbox{Recipient: b})
 	if ok != 5 || full != 15 || last != 5 || depth != 5 {
 		t.Fatalf("%d committed, %d refused, last seq %d, depth %d", ok, full, last, depth)
+	}
+	// The stats count the five writes that committed, in one to five
+	// commits; the refused ones were rolled back, not committed.
+	st := s.CommitStats()
+	commits, writes := st.Commits-before.Commits, st.Writes-before.Writes
+	if writes != 5 || commits < 1 || commits > 5 || st.Time <= before.Time {
+		t.Fatalf("commit stats: %d writes in %d commits, time %v → %v", writes, commits, before.Time, st.Time)
 	}
 }
 
