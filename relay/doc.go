@@ -6,7 +6,8 @@
 // the rate limiters (relay/ratelimit) and the Prometheus metrics. Each
 // connection gets its own Service, which knows who is calling through an
 // Authenticator: TokenAuthenticator checks the session token in a call's
-// Auth (clients over QUIC), while a node answering NodeService for itself
+// Auth (clients over QUIC; one per connection, remembering the token it
+// last accepted, see auth.SessionCache), while a node answering NodeService for itself
 // over the P2P link plugs in one that names the authenticated libp2p
 // peer and turns accounts off.
 //

@@ -138,9 +138,8 @@ func (r *Relay) Registry() *prometheus.Registry { return r.cfg.Registry }
 // Serve answers NodeService on ln until ctx ends, authenticating callers
 // by session token.
 func (r *Relay) Serve(ctx context.Context, ln *rpc.Listener) error {
-	tokens := r.TokenAuthenticator()
 	return ln.Serve(ctx, func(p rpc.Peer) schema.NodeService_Server {
-		return r.NewService(ServiceOptions{Auth: tokens, Addr: p.Addr.Addr(), Accounts: true})
+		return r.NewService(ServiceOptions{Auth: r.TokenAuthenticator(), Addr: p.Addr.Addr(), Accounts: true})
 	})
 }
 

@@ -32,11 +32,13 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, a schema.Auth) (Caller, error)
 }
 
-// TokenAuthenticator returns the Authenticator of clients: Auth{version=1,
-// accessToken=<session token from opaqueLoginFinish>}.
-func (r *Relay) TokenAuthenticator() Authenticator { return tokenAuth{r.accounts} }
+// TokenAuthenticator returns an Authenticator of clients for one
+// connection: Auth{version=1, accessToken=<session token from
+// opaqueLoginFinish>}. It remembers the token it last accepted
+// (auth.SessionCache), so use one per connection.
+func (r *Relay) TokenAuthenticator() Authenticator { return tokenAuth{r.accounts.NewSessionCache()} }
 
-type tokenAuth struct{ acc *auth.Accounts }
+type tokenAuth struct{ acc *auth.SessionCache }
 
 var _ Authenticator = tokenAuth{}
 

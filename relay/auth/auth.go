@@ -400,24 +400,77 @@ type Session struct {
 
 // Authenticate returns the session of a token.
 func (a *Accounts) Authenticate(token []byte) (Session, error) {
+	s, _, err := a.authenticate(token)
+	return s, err
+}
+
+func (a *Accounts) authenticate(token []byte) (Session, time.Time, error) {
 	if len(token) == 0 {
-		return Session{}, errcode.New(errcode.Unauthenticated, "missing access token; log in first")
+		return Session{}, time.Time{}, errcode.New(errcode.Unauthenticated, "missing access token; log in first")
 	}
 	if len(token) != TokenSize {
-		return Session{}, errcode.New(errcode.Unauthenticated, "malformed access token")
+		return Session{}, time.Time{}, errcode.New(errcode.Unauthenticated, "malformed access token")
 	}
 	sel, ver := split(token)
 	t, ok, err := a.st.Token(sel)
 	if err != nil {
-		return Session{}, internal(err)
+		return Session{}, time.Time{}, internal(err)
 	}
 	if !ok || subtle.ConstantTimeCompare(t.Verifier[:], ver[:]) != 1 {
-		return Session{}, errcode.New(errcode.Unauthenticated, "unknown access token; log in again")
+		return Session{}, time.Time{}, errcode.New(errcode.Unauthenticated, "unknown access token; log in again")
 	}
 	if !a.cfg.Now().Before(t.Expiry) {
-		return Session{}, errcode.New(errcode.Unauthenticated, "access token expired; log in again")
+		return Session{}, time.Time{}, errExpired
 	}
-	return Session{Identity: t.Identity, ID: fmt.Sprintf("%x", sel)}, nil
+	return Session{Identity: t.Identity, ID: fmt.Sprintf("%x", sel)}, t.Expiry, nil
+}
+
+var errExpired = errcode.New(errcode.Unauthenticated, "access token expired; log in again")
+
+// SessionCache authenticates the calls of one connection: it remembers
+// the last token it accepted, so that the next calls presenting the same
+// token (a client sends its token with every call) skip the store's read
+// transaction and the token's hash. An entry holds only while the token
+// has not expired and no token was deleted since it was looked up
+// (store.TokenEpoch), so an evicted or swept token is refused on the next
+// call as without the cache. Safe for concurrent use.
+type SessionCache struct {
+	a *Accounts
+
+	mu     sync.Mutex
+	ok     bool
+	token  [TokenSize]byte
+	s      Session
+	expiry time.Time
+	epoch  uint64
+}
+
+// NewSessionCache returns an empty cache for one connection.
+func (a *Accounts) NewSessionCache() *SessionCache { return &SessionCache{a: a} }
+
+// Authenticate is Accounts.Authenticate, answered from the cache when it
+// holds token.
+func (c *SessionCache) Authenticate(token []byte) (Session, error) {
+	epoch := c.a.st.TokenEpoch() // before the lookup: see store.TokenEpoch
+	c.mu.Lock()
+	hit := c.ok && len(token) == TokenSize && subtle.ConstantTimeCompare(token, c.token[:]) == 1 && c.epoch == epoch
+	s, expiry := c.s, c.expiry
+	c.mu.Unlock()
+	if hit {
+		if !c.a.cfg.Now().Before(expiry) {
+			return Session{}, errExpired
+		}
+		return s, nil
+	}
+	s, expiry, err := c.a.authenticate(token)
+	if err != nil {
+		return Session{}, err
+	}
+	c.mu.Lock()
+	c.ok, c.s, c.expiry, c.epoch = true, s, expiry, epoch
+	copy(c.token[:], token)
+	c.mu.Unlock()
+	return s, nil
 }
 
 // DeleteExpired removes expired tokens from the store.

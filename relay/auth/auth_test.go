@@ -313,3 +313,77 @@ func TestAuthenticateRejects(t *testing.T) {
 		}
 	}
 }
+
+// TestSessionCache: a connection's cache answers the token it accepted
+// as the store would: the same session, an expired token refused, a
+// token evicted by later logins or swept refused on the very next call,
+// and any other token looked up, never answered from the entry.
+func TestSessionCache(t *testing.T) {
+	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	st, err := store.Open(t.TempDir(), store.Options{MaxSessions: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	a, err := New(st, Config{Now: c.now, TokenLifetime: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := identity()
+	issue := func() []byte {
+		tok, err := a.IssueToken(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+
+	tok := issue()
+	cache := a.NewSessionCache()
+	want, err := a.Authenticate(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if s, err := cache.Authenticate(tok); err != nil || s != want {
+			t.Fatalf("cached authenticate = %+v, %v; want %+v", s, err, want)
+		}
+	}
+	// Another token, valid or not, is looked up, not matched to the entry.
+	other := bytes.Clone(tok)
+	other[0] ^= 1
+	if _, err := cache.Authenticate(other); code(err) != errcode.Unauthenticated {
+		t.Fatalf("a different token: %v", err)
+	}
+	if _, err := cache.Authenticate(tok[:TokenSize-1]); code(err) != errcode.Unauthenticated {
+		t.Fatalf("a prefix of the token: %v", err)
+	}
+
+	// Two later logins push tok out (two sessions per identity here).
+	cache.Authenticate(tok)
+	issue()
+	if _, err := cache.Authenticate(tok); err != nil {
+		t.Fatalf("still within the cap: %v", err)
+	}
+	issue()
+	if _, err := cache.Authenticate(tok); code(err) != errcode.Unauthenticated {
+		t.Fatalf("an evicted token answered from the cache: %v", err)
+	}
+
+	// Expiry is checked on a hit, and a sweep drops the entry.
+	fresh := issue()
+	if _, err := cache.Authenticate(fresh); err != nil {
+		t.Fatal(err)
+	}
+	c.add(time.Hour)
+	if _, err := cache.Authenticate(fresh); code(err) != errcode.Unauthenticated || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("an expired token: %v", err)
+	}
+	epoch := st.TokenEpoch()
+	if n, err := a.DeleteExpired(); err != nil || n == 0 {
+		t.Fatalf("sweep: %d, %v", n, err)
+	}
+	if st.TokenEpoch() == epoch {
+		t.Fatal("a sweep that deleted tokens left the epoch unchanged")
+	}
+}

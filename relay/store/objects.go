@@ -147,7 +147,9 @@ func sessionKey(identity Key, expiry time.Time, selector [SelectorSize]byte) []b
 // deleted.
 func (s *Store) PutToken(selector [SelectorSize]byte, t Token) error {
 	rec := t.encode()
-	return s.batch(func(tx *bbolt.Tx) error {
+	evicted := false
+	err := s.batch(func(tx *bbolt.Tx) error {
+		evicted = false
 		tokens, sessions := tx.Bucket(bTokens), tx.Bucket(bSessions)
 		if err := tokens.Put(selector[:], rec); err != nil {
 			return err
@@ -167,10 +169,21 @@ func (s *Store) PutToken(selector [SelectorSize]byte, t Token) error {
 			if err := sessions.Delete(k); err != nil {
 				return err
 			}
+			evicted = true
 		}
 		return nil
 	})
+	if err == nil && evicted {
+		s.tokenEpoch.Add(1)
+	}
+	return err
 }
+
+// TokenEpoch changes whenever a token is deleted (evicted by PutToken,
+// or expired and swept), before the call that deleted it returns. A cache
+// of authenticated tokens read the epoch before it looked a token up, and
+// trusts the entry only while the epoch is unchanged.
+func (s *Store) TokenEpoch() uint64 { return s.tokenEpoch.Load() }
 
 // Token returns the token stored under selector, if any. Expiry is the
 // caller's to check.
@@ -233,6 +246,9 @@ func (s *Store) DeleteExpiredTokens(now time.Time) (int, error) {
 		}
 		return nil
 	})
+	if err == nil && n > 0 {
+		s.tokenEpoch.Add(1)
+	}
 	return n, err
 }
 

@@ -125,6 +125,8 @@ type Store struct {
 	hub     hub
 	queued  atomic.Int64 // messages in all inboxes, for the queue-depth gauge
 	closed  atomic.Bool
+
+	tokenEpoch atomic.Uint64 // see TokenEpoch
 }
 
 // CommitStats reports the group commit's totals since Open.
