@@ -331,6 +331,9 @@ func TestSessionCache(t *testing.T) {
 	}
 	id := identity()
 	issue := func() []byte {
+		// Sessions beyond the cap go oldest expiry first; tokens issued
+		// at one instant would go in selector order.
+		c.add(time.Second)
 		tok, err := a.IssueToken(id)
 		if err != nil {
 			t.Fatal(err)
