@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"time"
 
 	"github.com/quicproquo/qpq/relay/auth"
 	"github.com/quicproquo/qpq/relay/federation"
@@ -267,8 +269,14 @@ func (r *Relay) resolveIdentity(ctx context.Context, id store.Key) (string, erro
 }
 
 // nameRemote asks domain's server for the username of id, seen sending
-// from there, and records it.
+// from there, and records it. A key is asked about at most once per
+// nameRetry (see askLog), so that clients asking for a key the peer does
+// not name cannot spend the peer's rate limit for this server, which
+// deliveries share.
 func (r *Relay) nameRemote(ctx context.Context, id store.Key, domain string) (string, error) {
+	if !r.nameAsks.allow(id, r.cfg.Now()) {
+		return "", nil
+	}
 	name, err := r.fed.ResolveIdentity(ctx, domain, 1, id)
 	if err != nil {
 		r.cfg.Logger.Debug("federation: could not name a sender", "peer", domain, "err", err)
@@ -290,6 +298,46 @@ func (r *Relay) nameRemote(ctx context.Context, id store.Key, domain string) (st
 		return "", internalErr(err)
 	}
 	return name, nil
+}
+
+// Bounds of askLog.
+const (
+	// nameRetry is how long a key that a peer did not name (or could not
+	// be asked about) waits before it is asked about again.
+	nameRetry = time.Minute
+	// maxNameAsks bounds the keys remembered; when full, keys are not
+	// asked about until entries age out.
+	maxNameAsks = 10_000
+)
+
+// askLog remembers when each key was last asked about.
+type askLog struct {
+	mu sync.Mutex
+	at map[store.Key]time.Time
+}
+
+// allow reports whether id may be asked about now, and if so notes it.
+func (l *askLog) allow(id store.Key, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if t, ok := l.at[id]; ok && now.Sub(t) < nameRetry {
+		return false
+	}
+	if l.at == nil {
+		l.at = make(map[store.Key]time.Time)
+	}
+	if len(l.at) >= maxNameAsks {
+		for k, t := range l.at {
+			if now.Sub(t) >= nameRetry {
+				delete(l.at, k)
+			}
+		}
+		if len(l.at) >= maxNameAsks {
+			return false
+		}
+	}
+	l.at[id] = now
+	return true
 }
 
 // createChannel answers createChannel of caller (a local user) with peer.

@@ -280,11 +280,50 @@ func TestFederatedSenderNamed(t *testing.T) {
 		if name, err := b.relay().fed.ResolveIdentity(ctx, "a.test", 1, store.Key(alice.id)); err != nil || name != "alice" {
 			t.Fatalf("a.test named its own user %q, %v", name, err)
 		}
+		// A key seen from a.test that a.test does not name is asked about
+		// once a minute at most, however often clients ask.
+		stranger := store.Key(randKey())
+		if err := b.relay().st.PutRemote(stranger, store.Remote{Domain: "a.test"}); err != nil {
+			t.Fatal(err)
+		}
+		asked := askedToName(t, a)
+		for range 3 {
+			if got := must[string](t)(bob.c.ResolveIdentity(bg, stranger[:])); got != "" {
+				t.Fatalf("a key a.test does not know was named %q", got)
+			}
+		}
+		if n := askedToName(t, a) - asked; n != 1 {
+			t.Fatalf("a.test was asked to name the stranger %v times, want once", n)
+		}
+
 		a.stop()
 		if got := must[string](t)(bob.c.ResolveIdentity(bg, alice.id)); got != "alice@a.test" {
 			t.Fatalf("with a.test down, resolveIdentity(alice) = %q", got)
 		}
 	})
+}
+
+// askedToName counts the proxyResolveIdentity calls s answered.
+func askedToName(t *testing.T, s *fedServer) float64 {
+	t.Helper()
+	mfs, err := s.relay().Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != "qpq_federation_calls_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "method" && l.GetValue() == "proxyResolveIdentity" {
+					n += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return n
 }
 
 // TestFederationPeerDown: while b.test is stopped, alice's messages to

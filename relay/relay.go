@@ -30,6 +30,7 @@ type Relay struct {
 
 	perToken, perAddr *ratelimit.Keyed       // nil when rate limits are off
 	fed               *federation.Federation // nil without federation
+	nameAsks          askLog                 // when a peer was last asked to name a key
 
 	stop      context.CancelFunc
 	wg        sync.WaitGroup
