@@ -254,46 +254,67 @@ const (
 	maxKeptBuffer = 256 << 10
 )
 
-// write sends m as one frame. When another goroutine is writing, m is
-// queued behind it and write returns; a failure of that write ends the
-// Conn, which fails everything waiting on it.
+// write sends m as one frame, then releases m (its buffers go back to
+// capnp's pool). When another goroutine is writing, the frame is queued
+// behind it and write returns; a failure of that write ends the Conn,
+// which fails everything waiting on it.
 func (c *Conn) write(m rpccp.Message) error {
-	b, err := m.Message().Marshal()
-	if err != nil {
-		return err
-	}
+	msg := m.Message()
+	defer msg.Release()
 	c.wmu.Lock()
 	if c.writing {
 		for len(c.pending) > maxPending && c.writing {
 			c.wcond.Wait()
 		}
 		if c.writing {
-			c.pending = append(c.pending, b...)
-			c.wmu.Unlock()
-			return nil
-		}
-	}
-	c.writing = true
-	c.wmu.Unlock()
-	for {
-		_, err := c.stream.Write(b)
-		c.wmu.Lock()
-		if cap(b) <= maxKeptBuffer && cap(b) > cap(c.spare) {
-			c.spare = b[:0]
-		}
-		if err != nil || len(c.pending) == 0 {
-			c.writing = false
-			c.pending = c.pending[:0]
-			if cap(c.pending) > maxKeptBuffer {
-				c.pending = nil
-			}
-			c.wcond.Broadcast()
+			var err error
+			c.pending, err = appendFrame(c.pending, msg)
 			c.wmu.Unlock()
 			return err
 		}
+	}
+	c.writing = true
+	b := c.spare
+	c.spare = nil
+	c.wmu.Unlock()
+	// A message that cannot be framed is not sent, but frames queued
+	// behind it meanwhile still are.
+	b, ferr := appendFrame(b[:0], msg)
+	for {
+		var err error
+		if len(b) > 0 {
+			_, err = c.stream.Write(b)
+		}
+		c.wmu.Lock()
+		if err != nil || len(c.pending) == 0 {
+			c.finishWriteLocked(b)
+			c.wmu.Unlock()
+			return errors.Join(ferr, err)
+		}
+		c.keepLocked(b)
 		b, c.pending, c.spare = c.pending, c.spare, nil
 		c.wcond.Broadcast()
 		c.wmu.Unlock()
+	}
+}
+
+// finishWriteLocked ends the write in progress, whose buffer was b, and
+// wakes the goroutines waiting to queue. c.wmu must be held.
+func (c *Conn) finishWriteLocked(b []byte) {
+	c.keepLocked(b)
+	c.writing = false
+	c.pending = c.pending[:0]
+	if cap(c.pending) > maxKeptBuffer {
+		c.pending = nil
+	}
+	c.wcond.Broadcast()
+}
+
+// keepLocked keeps b, written, for the next write if it is the largest
+// buffer at hand within maxKeptBuffer. c.wmu must be held.
+func (c *Conn) keepLocked(b []byte) {
+	if cap(b) <= maxKeptBuffer && cap(b) > cap(c.spare) {
+		c.spare = b[:0]
 	}
 }
 
