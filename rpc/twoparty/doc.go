@@ -41,10 +41,14 @@
 //     long as the Conn); Abort ends the Conn; any other message is echoed
 //     back as Unimplemented.
 //
-// Outgoing calls are written by the calling goroutine (one Write per
-// message, serialised by a mutex); one reader goroutine per Conn reads
-// messages, dispatches calls and resolves answers. A call's context ending
-// before its Return sends a Finish and fails the call.
+// Outgoing calls are written by the calling goroutine; frames that other
+// goroutines queue while a write is in progress leave together in the
+// next stream write (write combining, no writer goroutine). Each message
+// is framed straight into the write buffer and then released to capnp's
+// buffer pool, so a steady stream of calls allocates no message buffers.
+// One reader goroutine per Conn reads messages, dispatches calls and
+// resolves answers. A call's context ending before its Return sends a
+// Finish and fails the call.
 //
 // # Limits
 //
