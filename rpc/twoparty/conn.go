@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"capnproto.org/go/capnp/v3"
 	"capnproto.org/go/capnp/v3/exc"
@@ -58,6 +59,8 @@ type Conn struct {
 	writing bool       // a goroutine is writing to stream
 	pending []byte     // frames queued behind it, in order
 	spare   []byte     // a buffer for the next pending
+
+	ended atomic.Bool // set once the Conn has ended (err is set)
 
 	mu        sync.Mutex // guards the fields below
 	err       error      // why the Conn ended; nil while it is up
@@ -151,6 +154,7 @@ func (c *Conn) fail(cause error) {
 		return
 	}
 	c.err = cause
+	c.ended.Store(true) // before the calls served are canceled: see write
 	var pending []*question
 	for id, q := range c.questions {
 		if !q.resolved {
@@ -261,6 +265,12 @@ const (
 func (c *Conn) write(m rpccp.Message) error {
 	msg := m.Message()
 	defer msg.Release()
+	// Nothing leaves once the Conn has ended: in particular not the
+	// Return of a call that failed because its context was canceled by
+	// the end, which the peer must see as the connection's end instead.
+	if c.ended.Load() {
+		return ErrClosed
+	}
 	c.wmu.Lock()
 	if c.writing {
 		for len(c.pending) > maxPending && c.writing {
