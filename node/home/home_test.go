@@ -195,7 +195,15 @@ func TestNotAckedUntilHandled(t *testing.T) {
 		return nil
 	})
 	c := ts.waitLogin(t)
-	if _, err := c.Enqueue(context.Background(), id, nil, []byte("kept")); err != nil {
+	// Sent on a connection of its own: the session drops its connection
+	// when handling fails, which may come before this call's answer.
+	conn, err := rpc.Dial(context.Background(), srv.Addr, rpc.DialOptions{Pin: srv.FP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.Client().SetToken(c.Token())
+	if _, err := conn.Client().Enqueue(context.Background(), id, nil, []byte("kept")); err != nil {
 		t.Fatal(err)
 	}
 	if got := ts.waitGot(t, 1); string(got[0]) != "kept" {
