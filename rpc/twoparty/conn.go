@@ -57,8 +57,7 @@ type Conn struct {
 	wmu     sync.Mutex // guards the fields below: the write combiner
 	wcond   sync.Cond  // signalled when the writer took pending
 	writing bool       // a goroutine is writing to stream
-	pending []byte     // frames queued behind it, in order
-	spare   []byte     // a buffer for the next pending
+	pending *frameBuf  // frames queued behind it, in order; nil when none
 
 	ended atomic.Bool // set once the Conn has ended (err is set)
 
@@ -250,13 +249,35 @@ func (c *Conn) send(m rpccp.Message) error {
 // and share QUIC packets, without a writer goroutine and its hand-off.
 // Frames keep the order they were queued in, which the protocol relies
 // on (a Finish before the reuse of its question id).
+//
+// Frame buffers come from a pool shared by all Conns and go back after
+// each write, so a steady stream of calls allocates none and an idle
+// Conn holds none (a home server keeps thousands of idle connections).
 const (
 	// maxPending bounds the bytes queued behind a write in progress;
 	// more wait until the writer takes them.
 	maxPending = 256 << 10
-	// maxKeptBuffer bounds a write buffer kept for reuse.
-	maxKeptBuffer = 256 << 10
+	// maxPooledBuffer bounds a frame buffer put back in the pool.
+	maxPooledBuffer = 256 << 10
 )
+
+// frameBuf is a pooled write buffer (a pointer, so that putting it back
+// allocates nothing).
+type frameBuf struct{ b []byte }
+
+var frameBufs = sync.Pool{New: func() any { return &frameBuf{b: make([]byte, 0, 4<<10)} }}
+
+func getFrameBuf() *frameBuf {
+	f := frameBufs.Get().(*frameBuf)
+	f.b = f.b[:0]
+	return f
+}
+
+func putFrameBuf(f *frameBuf) {
+	if f != nil && cap(f.b) <= maxPooledBuffer {
+		frameBufs.Put(f)
+	}
+}
 
 // write sends m as one frame, then releases m (its buffers go back to
 // capnp's pool). When another goroutine is writing, the frame is queued
@@ -273,59 +294,56 @@ func (c *Conn) write(m rpccp.Message) error {
 	}
 	c.wmu.Lock()
 	if c.writing {
-		for len(c.pending) > maxPending && c.writing {
+		for c.pendingLen() > maxPending && c.writing {
 			c.wcond.Wait()
 		}
 		if c.writing {
+			if c.pending == nil {
+				c.pending = getFrameBuf()
+			}
 			var err error
-			c.pending, err = appendFrame(c.pending, msg)
+			c.pending.b, err = appendFrame(c.pending.b, msg)
 			c.wmu.Unlock()
 			return err
 		}
 	}
 	c.writing = true
-	b := c.spare
-	c.spare = nil
 	c.wmu.Unlock()
 	// A message that cannot be framed is not sent, but frames queued
 	// behind it meanwhile still are.
-	b, ferr := appendFrame(b[:0], msg)
+	f := getFrameBuf()
+	var ferr error
+	f.b, ferr = appendFrame(f.b, msg)
 	for {
 		var err error
-		if len(b) > 0 {
-			_, err = c.stream.Write(b)
+		if len(f.b) > 0 {
+			_, err = c.stream.Write(f.b)
 		}
+		putFrameBuf(f)
 		c.wmu.Lock()
-		if err != nil || len(c.pending) == 0 {
-			c.finishWriteLocked(b)
+		if err != nil || c.pendingLen() == 0 {
+			// After a failed write the Conn ends; what was queued is
+			// dropped with it.
+			putFrameBuf(c.pending)
+			c.pending = nil
+			c.writing = false
+			c.wcond.Broadcast()
 			c.wmu.Unlock()
 			return errors.Join(ferr, err)
 		}
-		c.keepLocked(b)
-		b, c.pending, c.spare = c.pending, c.spare, nil
+		f, c.pending = c.pending, nil
 		c.wcond.Broadcast()
 		c.wmu.Unlock()
 	}
 }
 
-// finishWriteLocked ends the write in progress, whose buffer was b, and
-// wakes the goroutines waiting to queue. c.wmu must be held.
-func (c *Conn) finishWriteLocked(b []byte) {
-	c.keepLocked(b)
-	c.writing = false
-	c.pending = c.pending[:0]
-	if cap(c.pending) > maxKeptBuffer {
-		c.pending = nil
+// pendingLen is the bytes queued behind the write in progress. c.wmu must
+// be held.
+func (c *Conn) pendingLen() int {
+	if c.pending == nil {
+		return 0
 	}
-	c.wcond.Broadcast()
-}
-
-// keepLocked keeps b, written, for the next write if it is the largest
-// buffer at hand within maxKeptBuffer. c.wmu must be held.
-func (c *Conn) keepLocked(b []byte) {
-	if cap(b) <= maxKeptBuffer && cap(b) > cap(c.spare) {
-		c.spare = b[:0]
-	}
+	return len(c.pending.b)
 }
 
 // newMessage returns an empty RPC message to fill in and send.
