@@ -38,8 +38,9 @@ type committer struct {
 // CommitStats are the group commit's totals since the store was opened:
 // how many transactions were committed, how many write functions they
 // carried, and the time spent in transactions (building and syncing them,
-// also those rolled back because a function failed). Writes/Commits is the mean batch; Time/Commits the mean
-// commit latency, which every acknowledged write waits for at least once.
+// also those rolled back because a function failed). Writes/Commits is
+// the mean batch; Time/Commits the mean commit latency, which every
+// acknowledged write waits for at least once.
 type CommitStats struct {
 	Commits, Writes int64
 	Time            time.Duration

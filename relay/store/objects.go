@@ -181,8 +181,8 @@ func (s *Store) PutToken(selector [SelectorSize]byte, t Token) error {
 
 // TokenEpoch changes whenever a token is deleted (evicted by PutToken,
 // or expired and swept), before the call that deleted it returns. A cache
-// of authenticated tokens read the epoch before it looked a token up, and
-// trusts the entry only while the epoch is unchanged.
+// of authenticated tokens reads the epoch before it looks a token up and
+// trusts its entry only while the epoch is unchanged.
 func (s *Store) TokenEpoch() uint64 { return s.tokenEpoch.Load() }
 
 // Token returns the token stored under selector, if any. Expiry is the
