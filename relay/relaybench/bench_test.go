@@ -190,6 +190,36 @@ func echoServer(b *testing.B, cert tls.Certificate) string {
 	return ln.Addr().String()
 }
 
+// udpPackets returns the UDP datagrams this machine has received so far
+// (/proc/net/snmp InDatagrams, 0 if unreadable). On loopback every packet
+// a run sends is received, so the difference over a run is its packets,
+// both directions together: each costs a sendmsg (with the receiver's
+// wake-up) and a receive, whoever sends it.
+func udpPackets() float64 {
+	b, err := os.ReadFile("/proc/net/snmp")
+	if err != nil {
+		return 0
+	}
+	var names []string
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "Udp:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, name := range names {
+			if name == "InDatagrams" && i < len(f) {
+				v, _ := strconv.ParseFloat(f[i], 64)
+				return v
+			}
+		}
+	}
+	return 0
+}
+
 // cpuTime returns the CPU time (user + system) this process has used.
 func cpuTime() time.Duration {
 	var ru syscall.Rusage
@@ -197,16 +227,24 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// echoRate measures msgs/s of n clients each writing 1 KiB and reading it
-// back, total messages in all, and the CPU time per message.
-func echoRate(b *testing.B, addr string, n, total int) (rate float64, cpu time.Duration) {
+// echoResult is a baseline run: messages per second, and CPU time and
+// UDP packets per message.
+type echoResult struct {
+	rate    float64
+	cpu     time.Duration
+	packets float64
+}
+
+// echoRate measures the bare echo of n clients each writing 1 KiB and
+// reading it back, total messages in all.
+func echoRate(b *testing.B, addr string, n, total int) echoResult {
 	return echoRateDepth(b, addr, n, total, 1)
 }
 
 // echoRateDepth is echoRate with each client writing depth messages
 // before reading them back: the baseline of clients that keep several
 // messages in flight.
-func echoRateDepth(b *testing.B, addr string, n, total, depth int) (rate float64, cpu time.Duration) {
+func echoRateDepth(b *testing.B, addr string, n, total, depth int) echoResult {
 	b.Helper()
 	ctx := context.Background()
 	streams := make([]*quic.Stream, n)
@@ -222,7 +260,7 @@ func echoRateDepth(b *testing.B, addr string, n, total, depth int) (rate float64
 		}
 		streams[i] = st
 	}
-	cpu0 := cpuTime()
+	cpu0, pkts0 := cpuTime(), udpPackets()
 	elapsed, err := split(n, total/depth, func(w, rounds int) error {
 		msg, back := make([]byte, payloadSize), make([]byte, depth*payloadSize)
 		for range rounds {
@@ -237,11 +275,22 @@ func echoRateDepth(b *testing.B, addr string, n, total, depth int) (rate float64
 		}
 		return nil
 	})
-	cpu = (cpuTime() - cpu0) / time.Duration(total)
+	cpu, pkts := cpuTime()-cpu0, udpPackets()-pkts0
 	if err != nil {
 		b.Fatal(err)
 	}
-	return float64(total) / elapsed.Seconds(), cpu
+	return echoResult{
+		rate:    float64(total) / elapsed.Seconds(),
+		cpu:     cpu / time.Duration(total),
+		packets: pkts / float64(total),
+	}
+}
+
+// report adds the baseline's figures to a benchmark's.
+func (e echoResult) report(b *testing.B) {
+	b.ReportMetric(e.rate, "echo-msgs/s")
+	b.ReportMetric(float64(e.cpu.Microseconds()), "echo-cpu-µs/msg")
+	b.ReportMetric(e.packets, "echo-pkts/msg")
 }
 
 // BenchmarkEnqueueFetch: each client enqueues a 1 KiB payload to its own
@@ -256,10 +305,10 @@ func BenchmarkEnqueueFetch(b *testing.B) {
 			for i := range clients {
 				clients[i] = login(b, s.addr, s.fp, fmt.Sprint("bench", i))
 			}
-			echo, echoCPU := echoRate(b, echoServer(b, s.cert), n, max(b.N, 1000))
+			echo := echoRate(b, echoServer(b, s.cert), n, max(b.N, 1000))
 
 			b.ResetTimer()
-			cpu0, commits0 := cpuTime(), s.commits(b)
+			cpu0, commits0, pkts0 := cpuTime(), s.commits(b), udpPackets()
 			elapsed, err := split(n, b.N, func(w, count int) error {
 				c := clients[w]
 				payload := make([]byte, payloadSize)
@@ -279,17 +328,18 @@ func BenchmarkEnqueueFetch(b *testing.B) {
 			})
 			b.StopTimer()
 			cpu := (cpuTime() - cpu0) / time.Duration(b.N)
+			pkts := udpPackets() - pkts0
 			if err != nil {
 				b.Fatal(err)
 			}
 			rate := float64(b.N) / elapsed.Seconds()
 			b.ReportMetric(rate, "msgs/s")
-			b.ReportMetric(echo, "echo-msgs/s")
-			b.ReportMetric(rate/echo, "ratio")
+			b.ReportMetric(rate/echo.rate, "ratio")
+			echo.report(b)
 			// CPU per message (client and server together, as both run
 			// here) tells the cost apart from the machine's other load.
 			b.ReportMetric(float64(cpu.Microseconds()), "cpu-µs/msg")
-			b.ReportMetric(float64(echoCPU.Microseconds()), "echo-cpu-µs/msg")
+			b.ReportMetric(pkts/float64(b.N), "pkts/msg")
 			s.commits(b).since(commits0).report(b)
 		})
 	}
@@ -310,7 +360,7 @@ func BenchmarkHealth(b *testing.B) {
 				defer c.Close()
 				conns[i] = c
 			}
-			echo, _ := echoRate(b, echoServer(b, s.cert), n, max(b.N, 1000))
+			echo := echoRate(b, echoServer(b, s.cert), n, max(b.N, 1000))
 			b.ResetTimer()
 			elapsed, err := split(n, b.N, func(w, count int) error {
 				for range count {
@@ -326,8 +376,8 @@ func BenchmarkHealth(b *testing.B) {
 			}
 			rate := float64(b.N) / elapsed.Seconds()
 			b.ReportMetric(rate, "calls/s")
-			b.ReportMetric(echo, "echo-msgs/s")
-			b.ReportMetric(rate/echo, "ratio")
+			b.ReportMetric(echo.rate, "echo-msgs/s")
+			b.ReportMetric(rate/echo.rate, "ratio")
 		})
 	}
 }
@@ -362,10 +412,10 @@ func enqueueRounds(b *testing.B, clientCounts []int, pipelined bool) {
 			if pipelined {
 				depth = gather
 			}
-			echo, _ := echoRateDepth(b, echoServer(b, s.cert), n, max(total, 1024), depth)
+			echo := echoRateDepth(b, echoServer(b, s.cert), n, max(total, 1024), depth)
 
 			b.ResetTimer()
-			cpu0, commits0 := cpuTime(), s.commits(b)
+			cpu0, commits0, pkts0 := cpuTime(), s.commits(b), udpPackets()
 			elapsed, err := split(n, total/gather, func(w, rounds int) error {
 				c := clients[w]
 				payload := make([]byte, payloadSize)
@@ -399,14 +449,16 @@ func enqueueRounds(b *testing.B, clientCounts []int, pipelined bool) {
 			})
 			b.StopTimer()
 			cpu := (cpuTime() - cpu0) / time.Duration(total)
+			pkts := udpPackets() - pkts0
 			if err != nil {
 				b.Fatal(err)
 			}
 			rate := float64(total) / elapsed.Seconds()
 			b.ReportMetric(rate, "msgs/s")
-			b.ReportMetric(echo, "echo-msgs/s")
-			b.ReportMetric(rate/echo, "ratio")
+			b.ReportMetric(rate/echo.rate, "ratio")
+			echo.report(b)
 			b.ReportMetric(float64(cpu.Microseconds()), "cpu-µs/msg")
+			b.ReportMetric(pkts/float64(total), "pkts/msg")
 			s.commits(b).since(commits0).report(b)
 		})
 	}

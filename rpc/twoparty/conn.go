@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -60,6 +61,10 @@ type Conn struct {
 	pending *frameBuf  // frames queued behind it, in order; nil when none
 
 	ended atomic.Bool // set once the Conn has ended (err is set)
+
+	// serving counts the calls being served whose Return is not yet
+	// written (c.mu guards changes; write reads it without).
+	serving atomic.Int32
 
 	mu        sync.Mutex // guards the fields below
 	err       error      // why the Conn ended; nil while it is up
@@ -244,9 +249,12 @@ func (c *Conn) send(m rpccp.Message) error {
 
 // Write combining: the goroutine that finds no write in progress writes
 // its frame and then, in one Write each time, whatever frames other
-// goroutines queued meanwhile, until none is left. Returns completing in
-// one group commit, or calls made at once, so leave in one stream write
-// and share QUIC packets, without a writer goroutine and its hand-off.
+// goroutines queued meanwhile, until none is left. Calls made at once so
+// leave in one stream write and share QUIC packets, without a writer
+// goroutine and its hand-off. Returns need a nudge: a stream write is
+// quick, so Returns woken together by one group commit would still each
+// find the previous write done and go out alone, one QUIC packet each;
+// the writer yields first while other calls are being served.
 // Frames keep the order they were queued in, which the protocol relies
 // on (a Finish before the reuse of its question id).
 //
@@ -257,6 +265,9 @@ const (
 	// maxPending bounds the bytes queued behind a write in progress;
 	// more wait until the writer takes them.
 	maxPending = 256 << 10
+	// maxYields bounds the times a writer lets other goroutines queue
+	// frames before it writes.
+	maxYields = 4
 	// maxPooledBuffer bounds a frame buffer put back in the pool.
 	maxPooledBuffer = 256 << 10
 )
@@ -314,6 +325,24 @@ func (c *Conn) write(m rpccp.Message) error {
 	f := getFrameBuf()
 	var ferr error
 	f.b, ferr = appendFrame(f.b, msg)
+	// While other calls are being served, those that finished with this
+	// one may be runnable: let them queue their frames first, for as
+	// long as more keep coming.
+	for i := 0; i < maxYields && c.serving.Load() > 0; i++ {
+		before := c.queuedBytes()
+		runtime.Gosched()
+		if c.queuedBytes() == before {
+			break
+		}
+	}
+	c.wmu.Lock()
+	if c.pending != nil {
+		f.b = append(f.b, c.pending.b...)
+		putFrameBuf(c.pending)
+		c.pending = nil
+		c.wcond.Broadcast()
+	}
+	c.wmu.Unlock()
 	for {
 		var err error
 		if len(f.b) > 0 {
@@ -344,6 +373,13 @@ func (c *Conn) pendingLen() int {
 		return 0
 	}
 	return len(c.pending.b)
+}
+
+// queuedBytes is pendingLen for a caller not holding c.wmu.
+func (c *Conn) queuedBytes() int {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.pendingLen()
 }
 
 // newMessage returns an empty RPC message to fill in and send.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -220,6 +221,78 @@ func TestLargeConcurrentCalls(t *testing.T) {
 	ns := schema.NodeService(client.Bootstrap())
 	defer ns.Release()
 	concurrentEnqueues(t, ns, 8, 4, func(g, i int) int { return 200<<10 + g*10 + i })
+}
+
+// gatedService holds every enqueue until its round's gate is closed, as
+// a group commit holds the enqueues it carries.
+type gatedService struct {
+	*service
+	gate atomic.Pointer[chan struct{}]
+}
+
+func (s *gatedService) Enqueue(ctx context.Context, call schema.NodeService_enqueue) error {
+	gate := *s.gate.Load()
+	call.Go()
+	<-gate
+	return s.service.Enqueue(ctx, call)
+}
+
+// countingConn counts the Writes on a stream.
+type countingConn struct {
+	net.Conn
+	writes atomic.Int32
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+// Returns of calls that complete together (one group commit wakes them
+// all) leave in few stream writes, so they share QUIC packets instead of
+// taking one each. How few depends on the scheduler, so the test counts
+// over several rounds.
+func TestReturnsCompletingTogetherShareWrites(t *testing.T) {
+	noLeaks(t)
+	const calls, rounds = 16, 10
+	a, b := tcpPair(t)
+	counted := &countingConn{Conn: b}
+	svc := &gatedService{service: newService()}
+	server := NewConn(counted, Options{Bootstrap: capnp.Client(schema.NodeService_ServerToClient(svc))})
+	defer server.Close()
+	client := NewConn(a, Options{})
+	defer client.Close()
+	ns := schema.NodeService(client.Bootstrap())
+	defer ns.Release()
+	if _, err := health(context.Background(), ns); err != nil {
+		t.Fatal(err)
+	}
+
+	var writes int32
+	for range rounds {
+		gate := make(chan struct{})
+		svc.gate.Store(&gate)
+		errs := make(chan error, calls)
+		for range calls {
+			go func() {
+				_, err := enqueue(context.Background(), ns, []byte("x"))
+				errs <- err
+			}()
+		}
+		waitFor(t, func() bool { return server.serving.Load() == calls })
+		before := counted.writes.Load()
+		close(gate)
+		for range calls {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		writes += counted.writes.Load() - before
+	}
+	t.Logf("%d Returns in %d writes", calls*rounds, writes)
+	if writes > calls*rounds/2 {
+		t.Errorf("%d Returns completing %d at a time took %d stream writes; want at most %d", calls*rounds, calls, writes, calls*rounds/2)
+	}
 }
 
 // A standard client (capnp-go's rpc.Conn) calling our server: the

@@ -43,7 +43,10 @@
 //
 // Outgoing calls are written by the calling goroutine; frames that other
 // goroutines queue while a write is in progress leave together in the
-// next stream write (write combining, no writer goroutine). Each message
+// next stream write (write combining, no writer goroutine). While other
+// calls are being served, a writer first yields to let Returns that
+// completed with its own (one group commit wakes them all) join its
+// write. Each message
 // is framed straight into the write buffer and then released to capnp's
 // buffer pool, so a steady stream of calls allocates no message buffers.
 // One reader goroutine per Conn reads messages, dispatches calls and

@@ -45,6 +45,9 @@ func (c *Conn) addAnswer(id uint32, a *answer) error {
 		return protocolError("too many questions open")
 	}
 	c.answers[id] = a
+	if !a.bootstrap {
+		c.serving.Add(1)
+	}
 	return nil
 }
 
@@ -285,6 +288,7 @@ func (r *returner) Return() {
 	r.c.mu.Lock()
 	if r.c.answers[r.id] == r.a {
 		delete(r.c.answers, r.id)
+		r.c.serving.Add(-1)
 	}
 	r.c.mu.Unlock()
 	r.a.cancel()
