@@ -314,6 +314,9 @@ const (
 type askLog struct {
 	mu sync.Mutex
 	at map[store.Key]time.Time
+	// fullUntil is when the oldest entry of a full log ages out: until
+	// then a new key is refused without scanning the log again.
+	fullUntil time.Time
 }
 
 // allow reports whether id may be asked about now, and if so notes it.
@@ -326,13 +329,20 @@ func (l *askLog) allow(id store.Key, now time.Time) bool {
 	if l.at == nil {
 		l.at = make(map[store.Key]time.Time)
 	}
-	if len(l.at) >= maxNameAsks {
+	if _, ok := l.at[id]; !ok && len(l.at) >= maxNameAsks {
+		if now.Before(l.fullUntil) {
+			return false
+		}
+		oldest := now
 		for k, t := range l.at {
 			if now.Sub(t) >= nameRetry {
 				delete(l.at, k)
+			} else if t.Before(oldest) {
+				oldest = t
 			}
 		}
 		if len(l.at) >= maxNameAsks {
+			l.fullUntil = oldest.Add(nameRetry)
 			return false
 		}
 	}

@@ -556,3 +556,49 @@ func TestFederationPeerRate(t *testing.T) {
 		wantCode(t, "the fourth call within the burst of 3", last, errcode.ResourceExhausted)
 	})
 }
+
+// A full askLog refuses new keys until its oldest entry ages out, then
+// makes room; a key it holds is asked about again after nameRetry.
+func TestAskLogFull(t *testing.T) {
+	var l askLog
+	t0 := time.Unix(1_000_000, 0)
+	key := func(i int) store.Key {
+		var k store.Key
+		k[0], k[1], k[2] = byte(i), byte(i>>8), byte(i>>16)
+		return k
+	}
+	for i := range maxNameAsks {
+		// The first key is the oldest, a second older than the rest.
+		at := t0.Add(time.Second)
+		if i == 0 {
+			at = t0
+		}
+		if !l.allow(key(i), at) {
+			t.Fatalf("key %d refused before the log was full", i)
+		}
+	}
+	if l.allow(key(0), t0.Add(nameRetry/2)) {
+		t.Fatal("a key asked about half a retry ago was allowed again")
+	}
+	fresh := key(maxNameAsks)
+	for _, at := range []time.Duration{2 * time.Second, nameRetry / 2, nameRetry - time.Millisecond} {
+		if l.allow(fresh, t0.Add(at)) {
+			t.Fatalf("a new key was allowed %v in, with the log full of fresh entries", at)
+		}
+	}
+	// The oldest entry ages out first: one new key fits, the next does not.
+	if !l.allow(fresh, t0.Add(nameRetry)) {
+		t.Fatal("a new key was refused once the oldest entry had aged out")
+	}
+	if l.allow(key(maxNameAsks+1), t0.Add(nameRetry)) {
+		t.Fatal("a second new key was allowed while the others are still fresh")
+	}
+	// A held key ages out in place, without needing room.
+	if !l.allow(key(5), t0.Add(nameRetry+time.Second)) {
+		t.Fatal("a held key was not allowed again after nameRetry")
+	}
+	// Once everything has aged out, new keys are welcome again.
+	if !l.allow(key(maxNameAsks+1), t0.Add(2*nameRetry+time.Second)) {
+		t.Fatal("a new key was refused after every entry aged out")
+	}
+}
