@@ -205,10 +205,7 @@ func TestCallsBetweenOwnEnds(t *testing.T) {
 	if ids > 20 || open != 1 {
 		t.Errorf("after sequential calls: %d question ids used, %d open; want few ids and only the bootstrap open", ids, open)
 	}
-	server.mu.Lock()
-	answers := len(server.answers)
-	server.mu.Unlock()
-	if answers != 1 {
+	if answers := heldAnswers(server); answers != 1 {
 		t.Errorf("server holds %d answers; want 1 (the bootstrap)", answers)
 	}
 }
@@ -309,11 +306,7 @@ func TestCapnpGoClientCallsOurServer(t *testing.T) {
 	ns.Release()
 	// capnp-go's Finish messages (sent late) find no answer and are
 	// ignored; the bootstrap's Finish drops its answer.
-	waitFor(t, func() bool {
-		server.mu.Lock()
-		defer server.mu.Unlock()
-		return len(server.answers) == 0
-	})
+	waitFor(t, func() bool { return heldAnswers(server) == 0 })
 	select {
 	case <-server.Done():
 		t.Fatalf("server ended: %v", server.Err())
@@ -588,12 +581,16 @@ func TestFinishAndReleaseFreeTheBootstrap(t *testing.T) {
 	if m.Which() != rpccp.Message_Which_unimplemented {
 		t.Fatalf("reply to a disembargo: %v; want unimplemented", m)
 	}
-	c.mu.Lock()
-	answers := len(c.answers)
-	c.mu.Unlock()
-	if answers != 0 {
+	if answers := heldAnswers(c); answers != 0 {
 		t.Fatalf("%d answers left after the bootstrap's Finish; want 0", answers)
 	}
+}
+
+// heldAnswers is how many questions of its peer c holds answers for.
+func heldAnswers(c *Conn) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.answers)
 }
 
 // noLeaks checks, after the test's other cleanups, that it left no
