@@ -60,6 +60,7 @@ func (r *Relay) startFederation() error {
 		return fmt.Errorf("relay: %w", err)
 	}
 	r.fed = f
+	f.Start() // only now: peers' calls read r.fed
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"capnproto.org/go/capnp/v3"
@@ -64,11 +65,13 @@ type Federation struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
+	started   atomic.Bool // Start has run
 }
 
-// New starts federation: it binds the listener (if Config.Listen is set)
-// and starts a sender for every peer. h answers peers' calls (it may be
-// nil only without a listener); st holds the queues. Close stops it.
+// New sets up federation and binds the listener (if Config.Listen is
+// set); Start then serves it and starts a sender for every peer. h
+// answers peers' calls (it may be nil only without a listener); st holds
+// the queues. Close stops it, started or not.
 func New(cfg Config, st *store.Store, h Handler) (*Federation, error) {
 	if err := cfg.Check(); err != nil {
 		return nil, err
@@ -108,6 +111,15 @@ func New(cfg Config, st *store.Store, h Handler) (*Federation, error) {
 		f.ln = ln
 	}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
+	return f, nil
+}
+
+// Start serves peers on the listener and starts the senders. It is
+// separate from New so that the Handler's owner can finish setting up
+// (keep the Federation New returned) before the first peer's call
+// reaches it. Call it once.
+func (f *Federation) Start() {
+	f.started.Store(true)
 	if f.ln != nil {
 		f.goroutine(func() {
 			if err := f.ln.ServeHooks(f.ctx, f.admit); err != nil {
@@ -119,7 +131,6 @@ func New(cfg Config, st *store.Store, h Handler) (*Federation, error) {
 		f.goroutine(func() { f.send(f.ctx, pc) })
 	}
 	f.goroutine(f.sweepMarks)
-	return f, nil
 }
 
 func (f *Federation) goroutine(fn func()) {
@@ -136,9 +147,13 @@ func (f *Federation) goroutine(fn func()) {
 func (f *Federation) Close() error {
 	f.closeOnce.Do(func() {
 		// Cancelling ends ServeHooks, which closes every connection (so
-		// peers learn at once) and then the listener.
+		// peers learn at once) and then the listener; one never served
+		// is closed here.
 		f.cancel()
 		f.wg.Wait()
+		if !f.started.Load() && f.ln != nil {
+			f.ln.Close()
+		}
 		for _, pc := range f.peers {
 			pc.close()
 		}
