@@ -84,6 +84,10 @@ func ListenTLS(addr string, tlsConf *tls.Config, opts ListenOptions) (*Listener,
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	resetKey, err := statelessResetKey(tlsConf)
+	if err != nil {
+		return nil, err
+	}
 	ua, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("rpc: listen on %s: %w", addr, err)
@@ -94,7 +98,10 @@ func ListenTLS(addr string, tlsConf *tls.Config, opts ListenOptions) (*Listener,
 	}
 	// Our own Transport, so that closing the listener closes the socket and
 	// its goroutines at once rather than after the last connection drains.
-	tr := &quic.Transport{Conn: udp}
+	// With a reset key, a client whose connection this server no longer
+	// has (it crashed or restarted) is told so by its next packet, instead
+	// of waiting out the idle timeout with its calls unanswered.
+	tr := &quic.Transport{Conn: udp, StatelessResetKey: resetKey}
 	ql, err := tr.Listen(tlsConf, &quic.Config{
 		MaxIdleTimeout:        opts.IdleTimeout,
 		MaxIncomingStreams:    1, // the RPC stream

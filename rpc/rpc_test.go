@@ -161,6 +161,63 @@ func TestConnectionEndsWithServer(t *testing.T) {
 	c.Close()
 }
 
+// A client still holding a connection to a server that died without
+// closing it (a crash: every connection gone, nothing sent) learns so from
+// its next packet once the server runs again with the same certificate:
+// the new run answers it with a stateless reset. Without one, the call
+// below would wait for the idle timeout (90 s) and end with its deadline.
+func TestRestartedServerResetsConnections(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	cert, err := LoadOrCreateCertificate(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := &testService{release: make(chan struct{}), waiting: make(chan struct{}, 1)}
+	serve := func(addr string) (ln *Listener, stop func() error) {
+		ln, err := Listen(addr, cert, ListenOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- ln.Serve(ctx, func(Peer) schema.NodeService_Server { return svc }) }()
+		return ln, func() error { cancel(); return <-done }
+	}
+	first, stopFirst := serve("127.0.0.1:0")
+	addr := first.Addr().String()
+	c, err := Dial(context.Background(), addr, DialOptions{Pin: CertificateFingerprint(cert)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Client().Health(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	// The crash: closing the transport drops every connection silently
+	// (Serve then ends with its accept error).
+	first.tr.Close()
+	stopFirst()
+	select {
+	case <-c.Done():
+		t.Fatal("the client heard of a crash that sends nothing")
+	default:
+	}
+
+	_, stopSecond := serve(addr)
+	defer func() {
+		if err := stopSecond(); err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Client().Health(ctx); !errors.Is(err, ErrDisconnected) {
+		t.Fatalf("call on the connection of the previous run: %v, want %v", err, ErrDisconnected)
+	}
+	<-c.Done()
+}
+
 func TestPendingCallLimit(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	t.Run("", func(t *testing.T) {

@@ -3,6 +3,7 @@ package rpc
 import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
@@ -17,6 +18,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/quic-go/quic-go"
 )
 
 // ALPN is the TLS application protocol of NodeService over QUIC.
@@ -187,6 +190,30 @@ func ServerTLSConfig(cert tls.Certificate, alpn string) *tls.Config {
 		NextProtos:   []string{alpn},
 		MinVersion:   tls.VersionTLS13,
 	}
+}
+
+// resetKeyInfo labels the stateless reset key HKDF derives from a
+// listener's private key, keeping it apart from any other use of that key.
+const resetKeyInfo = "quicproquo/rpc/quic-stateless-reset/v1"
+
+// statelessResetKey derives the key QUIC stateless reset tokens are made
+// with from the private key of tlsConf's first certificate: the key must
+// outlive the process, because a reset is what a restarted server sends to
+// a client still using a connection of its previous run. The same
+// certificate gives the same key; none (nil) turns resets off.
+func statelessResetKey(tlsConf *tls.Config) (*quic.StatelessResetKey, error) {
+	if len(tlsConf.Certificates) == 0 || tlsConf.Certificates[0].PrivateKey == nil {
+		return nil, nil
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(tlsConf.Certificates[0].PrivateKey)
+	if err != nil {
+		return nil, fmt.Errorf("rpc: stateless reset key: %w", err)
+	}
+	k, err := hkdf.Key(sha256.New, der, nil, resetKeyInfo, len(quic.StatelessResetKey{}))
+	if err != nil {
+		return nil, fmt.Errorf("rpc: stateless reset key: %w", err)
+	}
+	return (*quic.StatelessResetKey)(k), nil
 }
 
 // FingerprintMismatchError is returned by Dial when the server presents a
