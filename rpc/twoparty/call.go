@@ -50,6 +50,9 @@ func (c *Conn) addQuestionLocked(q *question) (uint32, error) {
 		c.nextID++
 	}
 	c.questions[id] = q
+	if !q.bootstrap {
+		c.asking.Add(1)
+	}
 	return id, nil
 }
 
@@ -280,6 +283,9 @@ func (c *Conn) complete(id uint32, msg *capnp.Message, content capnp.Ptr, rerr e
 		return protocolError("return for a question not asked")
 	}
 	q.returned = true
+	if !q.bootstrap {
+		c.asking.Add(-1)
+	}
 	mine := !q.resolved
 	if q.bootstrap {
 		// Calls go to the answer; the peer reports its failure on them.

@@ -65,6 +65,9 @@ type Conn struct {
 	// serving counts the calls being served whose Return is not yet
 	// written (c.mu guards changes; write reads it without).
 	serving atomic.Int32
+	// asking counts this side's calls whose Return has not arrived (the
+	// same rules as serving).
+	asking atomic.Int32
 
 	mu        sync.Mutex // guards the fields below
 	err       error      // why the Conn ended; nil while it is up
@@ -159,6 +162,7 @@ func (c *Conn) fail(cause error) {
 	}
 	c.err = cause
 	c.ended.Store(true) // before the calls served are canceled: see write
+	c.asking.Store(0)
 	var pending []*question
 	for id, q := range c.questions {
 		if !q.resolved {
@@ -249,12 +253,13 @@ func (c *Conn) send(m rpccp.Message) error {
 
 // Write combining: the goroutine that finds no write in progress writes
 // its frame and then, in one Write each time, whatever frames other
-// goroutines queued meanwhile, until none is left. Calls made at once so
-// leave in one stream write and share QUIC packets, without a writer
-// goroutine and its hand-off. Returns need a nudge: a stream write is
-// quick, so Returns woken together by one group commit would still each
-// find the previous write done and go out alone, one QUIC packet each;
-// the writer yields first while other calls are being served.
+// goroutines queued meanwhile, until none is left, without a writer
+// goroutine and its hand-off. That alone rarely combines anything: a
+// stream write is quick, so Returns woken together by one group commit,
+// or calls made at once from several goroutines, would still each find
+// the previous write done and go out alone, one QUIC packet and one
+// sendmsg each. So the writer yields first while other calls are being
+// served or other calls of ours are in flight; a lone call never waits.
 // Frames keep the order they were queued in, which the protocol relies
 // on (a Finish before the reuse of its question id).
 //
@@ -326,9 +331,10 @@ func (c *Conn) write(m rpccp.Message) error {
 	var ferr error
 	f.b, ferr = appendFrame(f.b, msg)
 	// While other calls are being served, those that finished with this
-	// one may be runnable: let them queue their frames first, for as
-	// long as more keep coming.
-	for i := 0; i < maxYields && c.serving.Load() > 0; i++ {
+	// one may be runnable; while other calls of ours are in flight, more
+	// may be being made (a node's outbox delivers in parallel). Let them
+	// queue their frames first, for as long as more keep coming.
+	for i := 0; i < maxYields && (c.serving.Load() > 0 || c.asking.Load() > 1); i++ {
 		before := c.queuedBytes()
 		runtime.Gosched()
 		if c.queuedBytes() == before {

@@ -292,6 +292,56 @@ func TestReturnsCompletingTogetherShareWrites(t *testing.T) {
 	}
 }
 
+// Calls made at once from several goroutines (as a node's outbox
+// delivers in parallel) leave in few stream writes, as the Returns above
+// do: each goroutine's call would otherwise find the previous write done
+// and go out alone, one QUIC packet and one sendmsg each.
+func TestCallsMadeTogetherShareWrites(t *testing.T) {
+	noLeaks(t)
+	const calls, rounds = 16, 10
+	a, b := tcpPair(t)
+	counted := &countingConn{Conn: a}
+	svc := &gatedService{service: newService()}
+	server := NewConn(b, Options{Bootstrap: capnp.Client(schema.NodeService_ServerToClient(svc))})
+	defer server.Close()
+	client := NewConn(counted, Options{})
+	defer client.Close()
+	ns := schema.NodeService(client.Bootstrap())
+	defer ns.Release()
+	if _, err := health(context.Background(), ns); err != nil {
+		t.Fatal(err)
+	}
+
+	var writes int32
+	for range rounds {
+		gate := make(chan struct{})
+		svc.gate.Store(&gate)
+		errs := make(chan error, calls)
+		before := counted.writes.Load()
+		for range calls {
+			go func() {
+				_, err := enqueue(context.Background(), ns, []byte("x"))
+				errs <- err
+			}()
+		}
+		waitFor(t, func() bool { return server.serving.Load() == calls })
+		writes += counted.writes.Load() - before
+		close(gate)
+		for range calls {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Any Finish of these calls is written before the next round
+		// counts: the server holds no answer but the bootstrap's.
+		waitFor(t, func() bool { return heldAnswers(server) == 1 })
+	}
+	t.Logf("%d Calls in %d writes", calls*rounds, writes)
+	if writes > calls*rounds/2 {
+		t.Errorf("%d Calls made %d at a time took %d stream writes; want at most %d", calls*rounds, calls, writes, calls*rounds/2)
+	}
+}
+
 // A standard client (capnp-go's rpc.Conn) calling our server: the
 // interoperability third-party clients rely on.
 func TestCapnpGoClientCallsOurServer(t *testing.T) {

@@ -46,7 +46,8 @@
 // next stream write (write combining, no writer goroutine). While other
 // calls are being served, a writer first yields to let Returns that
 // completed with its own (one group commit wakes them all) join its
-// write. Each message
+// write; while other calls of its own are in flight, it yields to let
+// calls being made at the same moment join it. Each message
 // is framed straight into the write buffer and then released to capnp's
 // buffer pool, so a steady stream of calls allocates no message buffers.
 // One reader goroutine per Conn reads messages, dispatches calls and
