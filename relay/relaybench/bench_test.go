@@ -190,6 +190,49 @@ func echoServer(b *testing.B, cert tls.Certificate) string {
 	return ln.Addr().String()
 }
 
+// echoClients are n clients of an echo server, each with its own
+// connection and stream, as each client of the home server has.
+type echoClients []*quic.Stream
+
+func dialEcho(b *testing.B, cert tls.Certificate, n int) echoClients {
+	b.Helper()
+	addr := echoServer(b, cert)
+	ctx := context.Background()
+	streams := make(echoClients, n)
+	for i := range streams {
+		conn, err := quic.DialAddr(ctx, addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{rpc.ALPN}}, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { conn.CloseWithError(0, "") })
+		if streams[i], err = conn.OpenStreamSync(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return streams
+}
+
+// run echoes total 1 KiB messages spread over the clients, each writing
+// depth messages before reading them back (1: one at a time; more: the
+// baseline of clients that keep several in flight).
+func (e echoClients) run(total, depth int) error {
+	_, err := split(len(e), total/depth, func(w, rounds int) error {
+		msg, back := make([]byte, payloadSize), make([]byte, depth*payloadSize)
+		for range rounds {
+			for range depth {
+				if _, err := e[w].Write(msg); err != nil {
+					return err
+				}
+			}
+			if _, err := io.ReadFull(e[w], back); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return err
+}
+
 // udpPackets returns the UDP datagrams this machine has received so far
 // (/proc/net/snmp InDatagrams, 0 if unreadable). On loopback every packet
 // a run sends is received, so the difference over a run is its packets,
@@ -227,76 +270,73 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// echoResult is a baseline run: messages per second, and CPU time and
-// UDP packets per message.
-type echoResult struct {
-	rate    float64
-	cpu     time.Duration
-	packets float64
+// side adds up what one side of a comparison took over its segments:
+// wall time, CPU time (client and server together, as both run here),
+// UDP packets, messages.
+type side struct {
+	elapsed, cpu time.Duration
+	packets      float64
+	msgs         int
 }
 
-// echoRate measures the bare echo of n clients each writing 1 KiB and
-// reading it back, total messages in all.
-func echoRate(b *testing.B, addr string, n, total int) echoResult {
-	return echoRateDepth(b, addr, n, total, 1)
+func (s *side) run(count int, f func(count int) error) error {
+	cpu0, pkts0, t0 := cpuTime(), udpPackets(), time.Now()
+	err := f(count)
+	s.elapsed += time.Since(t0)
+	s.cpu += cpuTime() - cpu0
+	s.packets += udpPackets() - pkts0
+	s.msgs += count
+	return err
 }
 
-// echoRateDepth is echoRate with each client writing depth messages
-// before reading them back: the baseline of clients that keep several
-// messages in flight.
-func echoRateDepth(b *testing.B, addr string, n, total, depth int) echoResult {
+func (s side) rate() float64 { return float64(s.msgs) / s.elapsed.Seconds() }
+
+// segments is how many parts compare cuts each side's messages into.
+const segments = 8
+
+// compare sends total messages through the home server (serve) and as
+// many through the bare echo (echo), alternating segments of each: the
+// VM's speed drifts over seconds, so a baseline measured before the run
+// would compare two different machines. Segments are multiples of unit
+// messages (a round of every client). It reports both sides' rate, CPU
+// time and packets per message, the ratio, and the server's mean group
+// commit; the benchmark's timer counts the server's segments only.
+func compare(b *testing.B, s *server, total, unit int, echo, serve func(count int) error) {
 	b.Helper()
-	ctx := context.Background()
-	streams := make([]*quic.Stream, n)
-	for i := range streams {
-		conn, err := quic.DialAddr(ctx, addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{rpc.ALPN}}, nil)
-		if err != nil {
+	total = max(total/unit, 1) * unit
+	seg := max(total/segments/unit, 1) * unit
+	var srv, base side
+	commits0 := s.commits(b)
+	b.ResetTimer()
+	for done := 0; done < total; done += seg {
+		count := min(seg, total-done)
+		b.StopTimer()
+		if err := base.run(count, echo); err != nil {
 			b.Fatal(err)
 		}
-		defer conn.CloseWithError(0, "")
-		st, err := conn.OpenStreamSync(ctx)
-		if err != nil {
+		b.StartTimer()
+		if err := srv.run(count, serve); err != nil {
 			b.Fatal(err)
 		}
-		streams[i] = st
 	}
-	cpu0, pkts0 := cpuTime(), udpPackets()
-	elapsed, err := split(n, total/depth, func(w, rounds int) error {
-		msg, back := make([]byte, payloadSize), make([]byte, depth*payloadSize)
-		for range rounds {
-			for range depth {
-				if _, err := streams[w].Write(msg); err != nil {
-					return err
-				}
-			}
-			if _, err := io.ReadFull(streams[w], back); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	cpu, pkts := cpuTime()-cpu0, udpPackets()-pkts0
-	if err != nil {
-		b.Fatal(err)
+	b.StopTimer()
+	b.ReportMetric(srv.rate(), "msgs/s")
+	b.ReportMetric(base.rate(), "echo-msgs/s")
+	b.ReportMetric(srv.rate()/base.rate(), "ratio")
+	for _, m := range []struct {
+		s    side
+		name string
+	}{{srv, ""}, {base, "echo-"}} {
+		b.ReportMetric(float64((m.s.cpu / time.Duration(m.s.msgs)).Microseconds()), m.name+"cpu-µs/msg")
+		b.ReportMetric(m.s.packets/float64(m.s.msgs), m.name+"pkts/msg")
 	}
-	return echoResult{
-		rate:    float64(total) / elapsed.Seconds(),
-		cpu:     cpu / time.Duration(total),
-		packets: pkts / float64(total),
-	}
-}
-
-// report adds the baseline's figures to a benchmark's.
-func (e echoResult) report(b *testing.B) {
-	b.ReportMetric(e.rate, "echo-msgs/s")
-	b.ReportMetric(float64(e.cpu.Microseconds()), "echo-cpu-µs/msg")
-	b.ReportMetric(e.packets, "echo-pkts/msg")
+	s.commits(b).since(commits0).report(b)
 }
 
 // BenchmarkEnqueueFetch: each client enqueues a 1 KiB payload to its own
 // inbox (durable) and fetches it (durable drain), over and over. One op is
-// one message through the server. The bare echo of the same number of
-// messages with the same number of clients runs first, in the same run.
+// one message through the server, beside the bare echo of as many
+// messages, one at a time per client, in the same run.
 func BenchmarkEnqueueFetch(b *testing.B) {
 	for _, n := range []int{1, 4, 16} {
 		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
@@ -305,48 +345,34 @@ func BenchmarkEnqueueFetch(b *testing.B) {
 			for i := range clients {
 				clients[i] = login(b, s.addr, s.fp, fmt.Sprint("bench", i))
 			}
-			echo := echoRate(b, echoServer(b, s.cert), n, max(b.N, 1000))
-
-			b.ResetTimer()
-			cpu0, commits0, pkts0 := cpuTime(), s.commits(b), udpPackets()
-			elapsed, err := split(n, b.N, func(w, count int) error {
-				c := clients[w]
-				payload := make([]byte, payloadSize)
-				for range count {
-					if _, err := c.c.Enqueue(context.Background(), c.id, nil, payload); err != nil {
-						return err
+			echo := dialEcho(b, s.cert, n)
+			compare(b, s, b.N, n, func(count int) error { return echo.run(count, 1) }, func(count int) error {
+				_, err := split(n, count, func(w, count int) error {
+					c := clients[w]
+					payload := make([]byte, payloadSize)
+					for range count {
+						if _, err := c.c.Enqueue(context.Background(), c.id, nil, payload); err != nil {
+							return err
+						}
+						envs, err := c.c.Fetch(context.Background(), c.id, nil, 0)
+						if err != nil {
+							return err
+						}
+						if len(envs) != 1 || len(envs[0].Data) != payloadSize {
+							return fmt.Errorf("fetched %d messages", len(envs))
+						}
 					}
-					envs, err := c.c.Fetch(context.Background(), c.id, nil, 0)
-					if err != nil {
-						return err
-					}
-					if len(envs) != 1 || len(envs[0].Data) != payloadSize {
-						return fmt.Errorf("fetched %d messages", len(envs))
-					}
-				}
-				return nil
+					return nil
+				})
+				return err
 			})
-			b.StopTimer()
-			cpu := (cpuTime() - cpu0) / time.Duration(b.N)
-			pkts := udpPackets() - pkts0
-			if err != nil {
-				b.Fatal(err)
-			}
-			rate := float64(b.N) / elapsed.Seconds()
-			b.ReportMetric(rate, "msgs/s")
-			b.ReportMetric(rate/echo.rate, "ratio")
-			echo.report(b)
-			// CPU per message (client and server together, as both run
-			// here) tells the cost apart from the machine's other load.
-			b.ReportMetric(float64(cpu.Microseconds()), "cpu-µs/msg")
-			b.ReportMetric(pkts/float64(b.N), "pkts/msg")
-			s.commits(b).since(commits0).report(b)
 		})
 	}
 }
 
 // BenchmarkHealth is the floor of any call: NodeService.health (no
-// storage, no auth) in a loop per client, beside the same echo.
+// storage, no auth) in a loop per client, beside the same echo. Its
+// "msgs/s" are calls.
 func BenchmarkHealth(b *testing.B) {
 	for _, n := range []int{1, 16} {
 		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
@@ -360,24 +386,18 @@ func BenchmarkHealth(b *testing.B) {
 				defer c.Close()
 				conns[i] = c
 			}
-			echo := echoRate(b, echoServer(b, s.cert), n, max(b.N, 1000))
-			b.ResetTimer()
-			elapsed, err := split(n, b.N, func(w, count int) error {
-				for range count {
-					if _, err := conns[w].Client().Health(context.Background()); err != nil {
-						return err
+			echo := dialEcho(b, s.cert, n)
+			compare(b, s, b.N, n, func(count int) error { return echo.run(count, 1) }, func(count int) error {
+				_, err := split(n, count, func(w, count int) error {
+					for range count {
+						if _, err := conns[w].Client().Health(context.Background()); err != nil {
+							return err
+						}
 					}
-				}
-				return nil
+					return nil
+				})
+				return err
 			})
-			b.StopTimer()
-			if err != nil {
-				b.Fatal(err)
-			}
-			rate := float64(b.N) / elapsed.Seconds()
-			b.ReportMetric(rate, "calls/s")
-			b.ReportMetric(echo.rate, "echo-msgs/s")
-			b.ReportMetric(rate/echo.rate, "ratio")
 		})
 	}
 }
@@ -396,8 +416,14 @@ func BenchmarkEnqueuePipelined(b *testing.B) { enqueueRounds(b, []int{1, 4, 16},
 
 // enqueueRounds runs rounds of 16 enqueues (one after another, or all at
 // once) followed by fetches until the 16 are back, for each client count.
+// The echo has the same shape: one message at a time, or the 16 of a
+// round in flight at once.
 func enqueueRounds(b *testing.B, clientCounts []int, pipelined bool) {
 	const gather = 16
+	depth := 1
+	if pipelined {
+		depth = gather
+	}
 	for _, n := range clientCounts {
 		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
 			s := startServer(b)
@@ -405,61 +431,41 @@ func enqueueRounds(b *testing.B, clientCounts []int, pipelined bool) {
 			for i := range clients {
 				clients[i] = login(b, s.addr, s.fp, fmt.Sprint("bench", i))
 			}
-			total := max(b.N/gather, 1) * gather
-			// The baseline has the same shape: one message at a time, or
-			// the 16 of a round in flight at once.
-			depth := 1
-			if pipelined {
-				depth = gather
-			}
-			echo := echoRateDepth(b, echoServer(b, s.cert), n, max(total, 1024), depth)
-
-			b.ResetTimer()
-			cpu0, commits0, pkts0 := cpuTime(), s.commits(b), udpPackets()
-			elapsed, err := split(n, total/gather, func(w, rounds int) error {
-				c := clients[w]
-				payload := make([]byte, payloadSize)
-				enqueue := func() error {
-					_, err := c.c.Enqueue(context.Background(), c.id, nil, payload)
-					return err
-				}
-				errs := make(chan error, gather)
-				for range rounds {
-					for range gather {
-						if pipelined {
-							go func() { errs <- enqueue() }()
-						} else {
-							errs <- enqueue()
+			echo := dialEcho(b, s.cert, n)
+			compare(b, s, b.N, n*gather, func(count int) error { return echo.run(count, depth) }, func(count int) error {
+				_, err := split(n, count/gather, func(w, rounds int) error {
+					c := clients[w]
+					payload := make([]byte, payloadSize)
+					enqueue := func() error {
+						_, err := c.c.Enqueue(context.Background(), c.id, nil, payload)
+						return err
+					}
+					errs := make(chan error, gather)
+					for range rounds {
+						for range gather {
+							if pipelined {
+								go func() { errs <- enqueue() }()
+							} else {
+								errs <- enqueue()
+							}
+						}
+						for range gather {
+							if err := <-errs; err != nil {
+								return err
+							}
+						}
+						for got := 0; got < gather; {
+							envs, err := c.c.Fetch(context.Background(), c.id, nil, 0)
+							if err != nil {
+								return err
+							}
+							got += len(envs)
 						}
 					}
-					for range gather {
-						if err := <-errs; err != nil {
-							return err
-						}
-					}
-					for got := 0; got < gather; {
-						envs, err := c.c.Fetch(context.Background(), c.id, nil, 0)
-						if err != nil {
-							return err
-						}
-						got += len(envs)
-					}
-				}
-				return nil
+					return nil
+				})
+				return err
 			})
-			b.StopTimer()
-			cpu := (cpuTime() - cpu0) / time.Duration(total)
-			pkts := udpPackets() - pkts0
-			if err != nil {
-				b.Fatal(err)
-			}
-			rate := float64(total) / elapsed.Seconds()
-			b.ReportMetric(rate, "msgs/s")
-			b.ReportMetric(rate/echo.rate, "ratio")
-			echo.report(b)
-			b.ReportMetric(float64(cpu.Microseconds()), "cpu-µs/msg")
-			b.ReportMetric(pkts/float64(total), "pkts/msg")
-			s.commits(b).since(commits0).report(b)
 		})
 	}
 }
