@@ -96,3 +96,73 @@ func TestLostAnswerArrivesOnce(t *testing.T) {
 		}
 	})
 }
+
+// namer is a Handler that only names identities, and counts the calls it
+// answered.
+type namer struct {
+	federation.Handler // nil: other methods are not called here
+	calls              atomic.Int32
+}
+
+func (n *namer) ResolveIdentity(context.Context, federation.Request, store.Key) (string, error) {
+	n.calls.Add(1)
+	return "bob", nil
+}
+
+// A Federation answers peers only once Start is called, so that its owner
+// can keep what New returned before a peer's call reaches the Handler (the
+// relay's Handler reads that field). A call made between New and Start
+// reaches no Handler; one after Start is answered.
+func TestPeersWaitForStart(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	a, b := fedtest.NewHome(t, "a.test"), fedtest.NewHome(t, "b.test")
+	bStore, err := store.Open(b.Dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bStore.Close()
+	h := &namer{}
+	bFed, err := federation.New(federation.Config{Domain: b.Domain, Listen: b.Addr, Certificate: b.Cert, Peers: fedtest.Peers(a)}, bStore, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bFed.Close()
+	aStore, err := store.Open(a.Dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer aStore.Close()
+	aFed, err := federation.New(federation.Config{Domain: a.Domain, Certificate: a.Cert, Peers: fedtest.Peers(b),
+		RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond}, aStore, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer aFed.Close()
+	aFed.Start()
+
+	early, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if name, err := aFed.ResolveIdentity(early, b.Domain, 1, key(2)); err == nil {
+		t.Fatalf("b.test answered %q before Start", name)
+	}
+	if n := h.calls.Load(); n != 0 {
+		t.Fatalf("b.test's Handler answered %d calls before Start", n)
+	}
+
+	bFed.Start()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		name, err := aFed.ResolveIdentity(ctx, b.Domain, 1, key(2))
+		if err == nil {
+			if name != "bob" {
+				t.Fatalf("b.test named the key %q, want bob", name)
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("b.test never answered after Start: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond) // a.test's connection may still be backing off
+	}
+}
