@@ -84,10 +84,6 @@ func ListenTLS(addr string, tlsConf *tls.Config, opts ListenOptions) (*Listener,
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	resetKey, err := statelessResetKey(tlsConf)
-	if err != nil {
-		return nil, err
-	}
 	ua, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("rpc: listen on %s: %w", addr, err)
@@ -101,7 +97,7 @@ func ListenTLS(addr string, tlsConf *tls.Config, opts ListenOptions) (*Listener,
 	// With a reset key, a client whose connection this server no longer
 	// has (it crashed or restarted) is told so by its next packet, instead
 	// of waiting out the idle timeout with its calls unanswered.
-	tr := &quic.Transport{Conn: udp, StatelessResetKey: resetKey}
+	tr := &quic.Transport{Conn: udp, StatelessResetKey: statelessResetKey(tlsConf)}
 	ql, err := tr.Listen(tlsConf, &quic.Config{
 		MaxIdleTimeout:        opts.IdleTimeout,
 		MaxIncomingStreams:    1, // the RPC stream

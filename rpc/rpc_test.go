@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"errors"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"go.uber.org/goleak"
 
 	"github.com/quicproquo/qpq/rpc/errcode"
@@ -216,6 +218,46 @@ func TestRestartedServerResetsConnections(t *testing.T) {
 		t.Fatalf("call on the connection of the previous run: %v, want %v", err, ErrDisconnected)
 	}
 	<-c.Done()
+}
+
+// opaqueSigner is a private key with no PKCS #8 form, as an HSM's is.
+type opaqueSigner struct{ crypto.Signer }
+
+// The reset key is the same each time a certificate is loaded (so a
+// restarted server can reset its previous run's connections), differs
+// between certificates, and is off for a private key it cannot read.
+func TestStatelessResetKey(t *testing.T) {
+	dirA, dirB := t.TempDir(), t.TempDir()
+	key := func(dir string) *quic.StatelessResetKey {
+		t.Helper()
+		cert, err := LoadOrCreateCertificate(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := statelessResetKey(ServerTLSConfig(cert, ALPN))
+		if k == nil {
+			t.Fatal("no reset key for a certificate")
+		}
+		return k
+	}
+	a := key(dirA)
+	if again := key(dirA); *again != *a {
+		t.Error("the same certificate, loaded again, gave another reset key")
+	}
+	if b := key(dirB); *b == *a {
+		t.Error("two certificates gave the same reset key")
+	}
+	cert, err := LoadOrCreateCertificate(dirA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert.PrivateKey = opaqueSigner{cert.PrivateKey.(crypto.Signer)}
+	if k := statelessResetKey(ServerTLSConfig(cert, ALPN)); k != nil {
+		t.Error("a reset key from a private key that has no PKCS #8 form")
+	}
+	if k := statelessResetKey(&tls.Config{}); k != nil {
+		t.Error("a reset key without a certificate")
+	}
 }
 
 func TestPendingCallLimit(t *testing.T) {

@@ -200,20 +200,22 @@ const resetKeyInfo = "quicproquo/rpc/quic-stateless-reset/v1"
 // with from the private key of tlsConf's first certificate: the key must
 // outlive the process, because a reset is what a restarted server sends to
 // a client still using a connection of its previous run. The same
-// certificate gives the same key; none (nil) turns resets off.
-func statelessResetKey(tlsConf *tls.Config) (*quic.StatelessResetKey, error) {
-	if len(tlsConf.Certificates) == 0 || tlsConf.Certificates[0].PrivateKey == nil {
-		return nil, nil
+// certificate gives the same key. Without a certificate, or with a private
+// key that has no PKCS #8 form (an opaque crypto.Signer), it returns nil:
+// resets are off, and such a client waits for the idle timeout as before.
+func statelessResetKey(tlsConf *tls.Config) *quic.StatelessResetKey {
+	if len(tlsConf.Certificates) == 0 {
+		return nil
 	}
 	der, err := x509.MarshalPKCS8PrivateKey(tlsConf.Certificates[0].PrivateKey)
 	if err != nil {
-		return nil, fmt.Errorf("rpc: stateless reset key: %w", err)
+		return nil
 	}
 	k, err := hkdf.Key(sha256.New, der, nil, resetKeyInfo, len(quic.StatelessResetKey{}))
-	if err != nil {
-		return nil, fmt.Errorf("rpc: stateless reset key: %w", err)
+	if err != nil { // only for a length SHA-256 cannot give
+		return nil
 	}
-	return (*quic.StatelessResetKey)(k), nil
+	return (*quic.StatelessResetKey)(k)
 }
 
 // FingerprintMismatchError is returned by Dial when the server presents a
