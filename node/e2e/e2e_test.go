@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -153,6 +154,48 @@ func TestOfflineThroughServer(t *testing.T) {
 	bob.say("back")
 	alice.got("bob", "back")
 	inOrder(t, bob, "alice", "alice", want)
+	checkOnce(t, bob)
+	noErrors(t, alice, bob)
+}
+
+// TestHomeServerCrash: the home server both nodes use is killed (no
+// connection closed, nothing flushed beyond what it acknowledged) and
+// started again on the same data. Both nodes carry on through it without
+// a restart of their own: the new run answers each node's next packet on
+// its old connection with a stateless reset (alice's next send, bob's
+// next keep-alive), so both dial again well before the 90 s idle timeout
+// would have told them; what alice sent after the crash reaches bob, in
+// order, exactly once.
+func TestHomeServerCrash(t *testing.T) {
+	l := newLAN(t, 3)
+	if err := l.Block(lantest.Context(t, time.Minute), 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	srv := startServer(t, l, 2, filepath.Join(t.TempDir(), "server"))
+	// --server-only: no relayed link through the server's circuit relay,
+	// so every message goes through its store.
+	alice, bob := startChat(t, l, 0, "alice", srv.addr, "--server-only"), startChat(t, l, 1, "bob", srv.addr, "--server-only")
+	alice.ready()
+	bob.ready()
+	dm(t, alice, bob)
+	alice.say("before the crash")
+	bob.got("alice", "before the crash")
+
+	srv.kill()
+	srv.start()
+	want := texts("after the crash", 5)
+	for _, text := range want {
+		sentVia(t, alice, alice.say(text), "bob")
+	}
+	for _, text := range want {
+		if m := bob.got("alice", text); m.Via != "server" {
+			t.Errorf("bob got %q via %s", text, m.Via)
+		}
+	}
+	bob.command("/switch alice")
+	bob.say("back")
+	alice.got("bob", "back")
+	inOrder(t, bob, "alice", "alice", append([]string{"before the crash"}, want...))
 	checkOnce(t, bob)
 	noErrors(t, alice, bob)
 }

@@ -461,6 +461,19 @@ func (s *serve) start() {
 	t.Fatalf("qpq serve did not start: %s", s.log.String())
 }
 
+// kill ends the process with SIGKILL, as a crash would: the server closes
+// no connection, so its clients learn of it only from the next run.
+func (s *serve) kill() {
+	cmd := s.cmd
+	if cmd == nil {
+		return
+	}
+	s.cmd = nil
+	cmd.Process.Kill()
+	cmd.Wait()
+	s.log.Write(s.stderr.Bytes())
+}
+
 // stop ends the process with SIGTERM (SIGKILL after 10 s); stopping a
 // stopped server does nothing.
 func (s *serve) stop() {
