@@ -225,7 +225,8 @@ type opaqueSigner struct{ crypto.Signer }
 
 // The reset key is the same each time a certificate is loaded (so a
 // restarted server can reset its previous run's connections), differs
-// between certificates, and is off for a private key it cannot read.
+// between certificates and between listeners of other ALPNs, and is off
+// for a private key it cannot read.
 func TestStatelessResetKey(t *testing.T) {
 	dirA, dirB := t.TempDir(), t.TempDir()
 	key := func(dir string) *quic.StatelessResetKey {
@@ -250,6 +251,9 @@ func TestStatelessResetKey(t *testing.T) {
 	cert, err := LoadOrCreateCertificate(dirA)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if other := statelessResetKey(ServerTLSConfig(cert, "qpq-fed/1")); *other == *a {
+		t.Error("two listeners of one certificate, with other ALPNs, share a reset key")
 	}
 	cert.PrivateKey = opaqueSigner{cert.PrivateKey.(crypto.Signer)}
 	if k := statelessResetKey(ServerTLSConfig(cert, ALPN)); k != nil {

@@ -193,14 +193,16 @@ func ServerTLSConfig(cert tls.Certificate, alpn string) *tls.Config {
 }
 
 // resetKeyInfo labels the stateless reset key HKDF derives from a
-// listener's private key, keeping it apart from any other use of that key.
+// listener's private key, keeping it apart from any other use of that key;
+// the listener's first ALPN follows it (after a space), so that the home
+// server's two listeners, one certificate, have keys of their own.
 const resetKeyInfo = "quicproquo/rpc/quic-stateless-reset/v1"
 
 // statelessResetKey derives the key QUIC stateless reset tokens are made
 // with from the private key of tlsConf's first certificate: the key must
 // outlive the process, because a reset is what a restarted server sends to
 // a client still using a connection of its previous run. The same
-// certificate gives the same key. Without a certificate, or with a private
+// certificate and ALPN give the same key. Without a certificate, or with a private
 // key that has no PKCS #8 form (an opaque crypto.Signer), it returns nil:
 // resets are off, and such a client waits for the idle timeout as before.
 func statelessResetKey(tlsConf *tls.Config) *quic.StatelessResetKey {
@@ -211,7 +213,11 @@ func statelessResetKey(tlsConf *tls.Config) *quic.StatelessResetKey {
 	if err != nil {
 		return nil
 	}
-	k, err := hkdf.Key(sha256.New, der, nil, resetKeyInfo, len(quic.StatelessResetKey{}))
+	info := resetKeyInfo
+	if len(tlsConf.NextProtos) > 0 {
+		info += " " + tlsConf.NextProtos[0]
+	}
+	k, err := hkdf.Key(sha256.New, der, nil, info, len(quic.StatelessResetKey{}))
 	if err != nil { // only for a length SHA-256 cannot give
 		return nil
 	}
