@@ -65,14 +65,18 @@ func (c *Conn) retireLocked(id uint32, q *question) {
 	}
 }
 
-// sendFinish writes a Finish for question id, then lets the id be
-// retired.
-func (c *Conn) sendFinish(id uint32, q *question) {
+// sendFinish writes a Finish for question id (queues it, from the reader:
+// see post), then lets the id be retired.
+func (c *Conn) sendFinish(id uint32, q *question, fromReader bool) {
 	m := newMessage()
 	if f, err := m.NewFinish(); err == nil {
 		f.SetQuestionId(id)
 		f.SetReleaseResultCaps(true)
-		c.send(m)
+		if fromReader {
+			c.post(m)
+		} else {
+			c.send(m)
+		}
 	}
 	c.mu.Lock()
 	q.finished = true
@@ -126,7 +130,7 @@ func (r *remote) String() string { return "twoparty.remote" }
 // Shutdown runs when the last reference to the client is released.
 func (r *remote) Shutdown() {
 	if r.c.Err() == nil {
-		r.c.sendFinish(r.id, r.q)
+		r.c.sendFinish(r.id, r.q, false)
 	}
 }
 
@@ -199,7 +203,7 @@ func (c *Conn) cancelCall(id uint32, q *question, cause error) {
 	q.resolved = true
 	c.mu.Unlock()
 	q.stopWatch()
-	c.sendFinish(id, q)
+	c.sendFinish(id, q, false)
 	q.p.Reject(cause)
 }
 
@@ -309,7 +313,7 @@ func (c *Conn) complete(id uint32, msg *capnp.Message, content capnp.Ptr, rerr e
 	}
 	q.stopWatch()
 	if !noFinishNeeded {
-		c.sendFinish(id, q)
+		c.sendFinish(id, q, true)
 	}
 	q.p.Resolve(content, rerr)
 	return nil

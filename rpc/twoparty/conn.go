@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"capnproto.org/go/capnp/v3"
 	"capnproto.org/go/capnp/v3/exc"
@@ -24,6 +25,10 @@ const readBuffer = 16 << 10
 
 // ErrClosed is the cause of a Conn ended by Close.
 var ErrClosed = errors.New("twoparty: connection closed")
+
+// ErrPeerNotReading ends a Conn whose peer keeps sending messages that need
+// an answer while it reads none: more than maxPending bytes of them queued.
+var ErrPeerNotReading = errors.New("twoparty: the peer does not read what it asked for")
 
 // Options configure a Conn. The zero value offers no bootstrap capability
 // and uses the documented defaults.
@@ -136,7 +141,12 @@ func (c *Conn) read(dec *capnp.Decoder) {
 			return
 		}
 		if err := c.handle(msg); err != nil {
-			c.abort(err)
+			var pa *peerAbort
+			if errors.As(err, &pa) {
+				c.fail(err) // nothing to tell a peer that left
+			} else {
+				c.abort(err)
+			}
 			return
 		}
 	}
@@ -184,12 +194,31 @@ func (c *Conn) fail(cause error) {
 	}
 }
 
-// abort tells the peer why the Conn ends, then ends it.
+// abort tells the peer why the Conn ends, then ends it. The Abort is a
+// courtesy: a peer that does not read gets abortWriteLimit to take it.
 func (c *Conn) abort(cause error) {
 	m := newMessage()
 	if e, err := m.NewAbort(); err == nil {
 		setException(e, cause)
-		c.write(m) // best effort: the Conn ends either way
+		written := make(chan struct{})
+		go func() {
+			defer close(written)
+			// Queued behind a write in progress, the Abort is written by
+			// that writer: wait until it has nothing left. Either ends
+			// when the frames are written, or when fail closes the stream.
+			c.write(m)
+			c.wmu.Lock()
+			for c.writing {
+				c.wcond.Wait()
+			}
+			c.wmu.Unlock()
+		}()
+		t := time.NewTimer(abortWriteLimit)
+		select {
+		case <-written:
+		case <-t.C:
+		}
+		t.Stop()
 	}
 	c.fail(cause)
 }
@@ -237,7 +266,7 @@ func (c *Conn) handle(msg *capnp.Message) error {
 		if err := reply.SetUnimplemented(m); err != nil {
 			return protocolError("echo unimplemented message: " + err.Error())
 		}
-		c.send(reply)
+		c.post(reply)
 		return nil
 	}
 }
@@ -273,6 +302,9 @@ const (
 	// maxYields bounds the times a writer lets other goroutines queue
 	// frames before it writes.
 	maxYields = 4
+	// abortWriteLimit bounds how long the reader waits for its Abort to
+	// be written before it ends the Conn anyway.
+	abortWriteLimit = time.Second
 	// maxPooledBuffer bounds a frame buffer put back in the pool.
 	maxPooledBuffer = 256 << 10
 )
@@ -341,6 +373,56 @@ func (c *Conn) write(m rpccp.Message) error {
 			break
 		}
 	}
+	return c.writeOut(f, ferr)
+}
+
+// post is write for the reader goroutine, which must never wait for the
+// peer to read (it would stop reading, and so never see the peer's Abort
+// or the calls and Returns behind). Its frame joins the queue behind a
+// write in progress, or is written by a goroutine of its own; frames keep
+// their order either way. A peer that lets more than maxPending queue up
+// behind a blocked write while it keeps sending has stopped reading: the
+// Conn ends. A write error ends the Conn too.
+func (c *Conn) post(m rpccp.Message) {
+	msg := m.Message()
+	defer msg.Release()
+	if c.ended.Load() {
+		return
+	}
+	c.wmu.Lock()
+	if c.writing {
+		if c.pendingLen() > maxPending {
+			c.wmu.Unlock()
+			c.fail(ErrPeerNotReading)
+			return
+		}
+		if c.pending == nil {
+			c.pending = getFrameBuf()
+		}
+		var err error
+		c.pending.b, err = appendFrame(c.pending.b, msg)
+		c.wmu.Unlock()
+		if err != nil {
+			c.fail(err)
+		}
+		return
+	}
+	c.writing = true
+	c.wmu.Unlock()
+	f := getFrameBuf()
+	var ferr error
+	f.b, ferr = appendFrame(f.b, msg)
+	go func() {
+		if err := c.writeOut(f, ferr); err != nil {
+			c.fail(err)
+		}
+	}()
+}
+
+// writeOut is the writer's part of write: it writes f, with whatever was
+// queued behind it, then what is queued meanwhile, until nothing is left,
+// and gives up the writer's role. c.writing must be set by the caller.
+func (c *Conn) writeOut(f *frameBuf, ferr error) error {
 	c.wmu.Lock()
 	if c.pending != nil {
 		f.b = append(f.b, c.pending.b...)

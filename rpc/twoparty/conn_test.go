@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -317,13 +318,20 @@ func TestCallsMadeTogetherShareWrites(t *testing.T) {
 		gate := make(chan struct{})
 		svc.gate.Store(&gate)
 		errs := make(chan error, calls)
-		before := counted.writes.Load()
+		start := make(chan struct{})
+		var ready sync.WaitGroup
 		for range calls {
+			ready.Add(1)
 			go func() {
+				ready.Done()
+				<-start
 				_, err := enqueue(context.Background(), ns, []byte("x"))
 				errs <- err
 			}()
 		}
+		ready.Wait()
+		before := counted.writes.Load()
+		close(start) // the calls are made at one moment
 		waitFor(t, func() bool { return server.serving.Load() == calls })
 		writes += counted.writes.Load() - before
 		close(gate)
@@ -336,9 +344,12 @@ func TestCallsMadeTogetherShareWrites(t *testing.T) {
 		// counts: the server holds no answer but the bootstrap's.
 		waitFor(t, func() bool { return heldAnswers(server) == 1 })
 	}
+	// Without the yield nearly every call takes a write of its own
+	// (147-160 here); with it 20-50, and up to 85 under the race detector,
+	// which slows the building of each call so that fewer join a write.
 	t.Logf("%d Calls in %d writes", calls*rounds, writes)
-	if writes > calls*rounds/2 {
-		t.Errorf("%d Calls made %d at a time took %d stream writes; want at most %d", calls*rounds, calls, writes, calls*rounds/2)
+	if most := calls * rounds * 3 / 4; writes > int32(most) {
+		t.Errorf("%d Calls made %d at a time took %d stream writes; want at most %d", calls*rounds, calls, writes, most)
 	}
 }
 
@@ -658,5 +669,126 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not reached in 10 s")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// marshal builds one RPC message for a raw peer to write.
+func marshal(t *testing.T, build func(rpccp.Message) error) []byte {
+	t.Helper()
+	m := newMessage()
+	if err := build(m); err != nil {
+		t.Fatal(err)
+	}
+	b, err := m.Message().Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// The reader never waits for the peer to read: over a pipe that holds
+// nothing (net.Pipe), a peer that asks for the bootstrap (which needs a
+// Return) and reads nothing still has its next message read — here an
+// Abort, which ends the Conn. A reader that wrote the Return itself would
+// block on it and never see the Abort.
+func TestReaderDoesNotWaitForThePeerToRead(t *testing.T) {
+	noLeaks(t)
+	a, b := net.Pipe()
+	defer a.Close()
+	c := NewConn(b, Options{Bootstrap: capnp.Client(schema.NodeService_ServerToClient(newService()))})
+	defer c.Close()
+	sent := make(chan error, 1)
+	go func() {
+		for _, m := range [][]byte{
+			marshal(t, bootstrapMsg(0)),
+			marshal(t, func(m rpccp.Message) error {
+				e, err := m.NewAbort()
+				if err == nil {
+					err = e.SetReason("bye")
+				}
+				return err
+			}),
+		} {
+			if _, err := a.Write(m); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- nil
+	}()
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the Conn is still up: its reader never read the peer's Abort")
+	}
+	if err := <-sent; err != nil {
+		t.Fatalf("the peer could not send: %v", err)
+	}
+	var abort *peerAbort
+	if !errors.As(c.Err(), &abort) {
+		t.Fatalf("Conn ended with %v, want the peer's abort", c.Err())
+	}
+}
+
+// A peer that keeps sending messages needing an answer while it reads
+// none ends the Conn once more than maxPending bytes of answers wait for
+// it, instead of queueing them without bound.
+func TestPeerThatNeverReadsEndsTheConn(t *testing.T) {
+	noLeaks(t)
+	a, b := net.Pipe()
+	defer a.Close()
+	c := NewConn(b, Options{Bootstrap: capnp.Client(schema.NodeService_ServerToClient(newService()))})
+	defer c.Close()
+	// A Resolve is echoed back as Unimplemented, whole.
+	resolve := marshal(t, func(m rpccp.Message) error {
+		r, err := m.NewResolve()
+		if err != nil {
+			return err
+		}
+		e, err := r.NewException()
+		if err != nil {
+			return err
+		}
+		return e.SetReason(strings.Repeat("x", 8<<10))
+	})
+	go func() {
+		for range 2 * maxPending / len(resolve) {
+			if _, err := a.Write(resolve); err != nil {
+				return // the Conn ended
+			}
+		}
+	}()
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the Conn is still up with the peer reading nothing")
+	}
+	if !errors.Is(c.Err(), ErrPeerNotReading) {
+		t.Fatalf("Conn ended with %v, want %v", c.Err(), ErrPeerNotReading)
+	}
+}
+
+// A protocol violation from a peer that reads nothing still ends the
+// Conn: the Abort that says why is given abortWriteLimit, not forever.
+func TestAbortToAPeerThatNeverReads(t *testing.T) {
+	noLeaks(t)
+	a, b := net.Pipe()
+	defer a.Close()
+	c := NewConn(b, Options{Bootstrap: capnp.Client(schema.NodeService_ServerToClient(newService()))})
+	defer c.Close()
+	go func() {
+		for range 2 { // the same question id twice
+			if _, err := a.Write(marshal(t, bootstrapMsg(7))); err != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the Conn is still up: its Abort waits for a peer that does not read")
+	}
+	if err := c.Err(); err == nil || !strings.Contains(err.Error(), "question id in use") {
+		t.Fatalf("Conn ended with %v, want the protocol violation", err)
 	}
 }

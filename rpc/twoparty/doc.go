@@ -51,8 +51,13 @@
 // is framed straight into the write buffer and then released to capnp's
 // buffer pool, so a steady stream of calls allocates no message buffers.
 // One reader goroutine per Conn reads messages, dispatches calls and
-// resolves answers. A call's context ending before its Return sends a
-// Finish and fails the call.
+// resolves answers. What it must answer itself (a bootstrap's Return, a
+// refused call's, a Finish, an Unimplemented echo) it queues or hands to
+// a writer goroutine, never waiting for the peer to read: a peer that
+// stops reading cannot stop the reader, and one that keeps asking while
+// reading nothing ends the Conn (ErrPeerNotReading). Its Abort for a
+// protocol violation is given a second. A call's context ending before
+// its Return sends a Finish and fails the call.
 //
 // # Limits
 //

@@ -91,7 +91,7 @@ func (c *Conn) handleBootstrap(m rpccp.Message) error {
 		}
 		caps.At(0).SetSenderHosted(bootstrapExport)
 	}
-	c.send(reply)
+	c.post(reply)
 	return nil
 }
 
@@ -149,6 +149,7 @@ func (c *Conn) handleCall(msg *capnp.Message, m rpccp.Message) error {
 	if refuse != nil {
 		r.releaseArgs()
 		r.PrepareReturn(refuse)
+		r.reader = true
 		r.Return()
 		return nil
 	}
@@ -220,6 +221,8 @@ type returner struct {
 	reply rpccp.Message // the Return with its results, once allocated
 	ret   rpccp.Return
 	err   error
+
+	reader bool // Return runs on the reader goroutine (a refused call)
 }
 
 var _ capnp.Returner = (*returner)(nil)
@@ -292,7 +295,11 @@ func (r *returner) Return() {
 	}
 	r.c.mu.Unlock()
 	r.a.cancel()
-	r.c.send(reply)
+	if r.reader {
+		r.c.post(reply)
+	} else {
+		r.c.send(reply)
+	}
 }
 
 func (r *returner) ReleaseResults() {}
