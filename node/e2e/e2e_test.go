@@ -145,11 +145,7 @@ func TestOfflineThroughServer(t *testing.T) {
 	}
 	bob.start()
 	bob.ready()
-	for _, text := range want {
-		if m := bob.got("alice", text); m.Via != "server" {
-			t.Errorf("bob got %q via %s", text, m.Via)
-		}
-	}
+	bob.gotVia("alice", "server", want)
 	bob.command("/switch alice")
 	bob.say("back")
 	alice.got("bob", "back")
@@ -187,11 +183,7 @@ func TestHomeServerCrash(t *testing.T) {
 	for _, text := range want {
 		sentVia(t, alice, alice.say(text), "bob")
 	}
-	for _, text := range want {
-		if m := bob.got("alice", text); m.Via != "server" {
-			t.Errorf("bob got %q via %s", text, m.Via)
-		}
-	}
+	bob.gotVia("alice", "server", want)
 	bob.command("/switch alice")
 	bob.say("back")
 	alice.got("bob", "back")

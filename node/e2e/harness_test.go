@@ -277,6 +277,17 @@ func (c *chat) got(conv, text string) event {
 	})
 }
 
+// gotVia waits for each of texts in conv, in any order, and fails on one
+// that arrived by another path than via.
+func (c *chat) gotVia(conv, via string, texts []string) {
+	c.t.Helper()
+	for _, text := range texts {
+		if m := c.got(conv, text); m.Via != via {
+			c.t.Errorf("%s got %q via %s, want %s", c.user, text, m.Via, via)
+		}
+	}
+}
+
 // list runs /list and returns the conversations it shows.
 func (c *chat) list() []event {
 	c.t.Helper()

@@ -246,6 +246,39 @@ func (c *countingConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
+// gatedPair is a client and a server over TCP whose enqueues wait at
+// svc's gate, with the stream writes of one side counted.
+type gatedPair struct {
+	server  *Conn
+	svc     *gatedService
+	ns      schema.NodeService // the client's bootstrap capability
+	counted *countingConn
+}
+
+// newGatedPair counts the client's writes if countClient, else the
+// server's; it has made one call, so the bootstrap is settled.
+func newGatedPair(t *testing.T, countClient bool) gatedPair {
+	t.Helper()
+	a, b := tcpPair(t)
+	var counted *countingConn
+	if countClient {
+		counted = &countingConn{Conn: a}
+		a = counted
+	} else {
+		counted = &countingConn{Conn: b}
+		b = counted
+	}
+	svc := &gatedService{service: newService()}
+	server := NewConn(b, Options{Bootstrap: capnp.Client(schema.NodeService_ServerToClient(svc))})
+	client := NewConn(a, Options{})
+	ns := schema.NodeService(client.Bootstrap())
+	t.Cleanup(func() { ns.Release(); client.Close(); server.Close() })
+	if _, err := health(context.Background(), ns); err != nil {
+		t.Fatal(err)
+	}
+	return gatedPair{server: server, svc: svc, ns: ns, counted: counted}
+}
+
 // Returns of calls that complete together (one group commit wakes them
 // all) leave in few stream writes, so they share QUIC packets instead of
 // taking one each. How few depends on the scheduler, so the test counts
@@ -253,18 +286,8 @@ func (c *countingConn) Write(p []byte) (int, error) {
 func TestReturnsCompletingTogetherShareWrites(t *testing.T) {
 	noLeaks(t)
 	const calls, rounds = 16, 10
-	a, b := tcpPair(t)
-	counted := &countingConn{Conn: b}
-	svc := &gatedService{service: newService()}
-	server := NewConn(counted, Options{Bootstrap: capnp.Client(schema.NodeService_ServerToClient(svc))})
-	defer server.Close()
-	client := NewConn(a, Options{})
-	defer client.Close()
-	ns := schema.NodeService(client.Bootstrap())
-	defer ns.Release()
-	if _, err := health(context.Background(), ns); err != nil {
-		t.Fatal(err)
-	}
+	g := newGatedPair(t, false)
+	server, svc, ns, counted := g.server, g.svc, g.ns, g.counted
 
 	var writes int32
 	for range rounds {
@@ -300,18 +323,8 @@ func TestReturnsCompletingTogetherShareWrites(t *testing.T) {
 func TestCallsMadeTogetherShareWrites(t *testing.T) {
 	noLeaks(t)
 	const calls, rounds = 16, 10
-	a, b := tcpPair(t)
-	counted := &countingConn{Conn: a}
-	svc := &gatedService{service: newService()}
-	server := NewConn(b, Options{Bootstrap: capnp.Client(schema.NodeService_ServerToClient(svc))})
-	defer server.Close()
-	client := NewConn(counted, Options{})
-	defer client.Close()
-	ns := schema.NodeService(client.Bootstrap())
-	defer ns.Release()
-	if _, err := health(context.Background(), ns); err != nil {
-		t.Fatal(err)
-	}
+	g := newGatedPair(t, true)
+	server, svc, ns, counted := g.server, g.svc, g.ns, g.counted
 
 	var writes int32
 	for range rounds {
@@ -672,20 +685,6 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
-// marshal builds one RPC message for a raw peer to write.
-func marshal(t *testing.T, build func(rpccp.Message) error) []byte {
-	t.Helper()
-	m := newMessage()
-	if err := build(m); err != nil {
-		t.Fatal(err)
-	}
-	b, err := m.Message().Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 // The reader never waits for the peer to read: over a pipe that holds
 // nothing (net.Pipe), a peer that asks for the bootstrap (which needs a
 // Return) and reads nothing still has its next message read — here an
@@ -700,8 +699,8 @@ func TestReaderDoesNotWaitForThePeerToRead(t *testing.T) {
 	sent := make(chan error, 1)
 	go func() {
 		for _, m := range [][]byte{
-			marshal(t, bootstrapMsg(0)),
-			marshal(t, func(m rpccp.Message) error {
+			encode(t, bootstrapMsg(0)),
+			encode(t, func(m rpccp.Message) error {
 				e, err := m.NewAbort()
 				if err == nil {
 					err = e.SetReason("bye")
@@ -740,7 +739,7 @@ func TestPeerThatNeverReadsEndsTheConn(t *testing.T) {
 	c := NewConn(b, Options{Bootstrap: capnp.Client(schema.NodeService_ServerToClient(newService()))})
 	defer c.Close()
 	// A Resolve is echoed back as Unimplemented, whole.
-	resolve := marshal(t, func(m rpccp.Message) error {
+	resolve := encode(t, func(m rpccp.Message) error {
 		r, err := m.NewResolve()
 		if err != nil {
 			return err
@@ -778,7 +777,7 @@ func TestAbortToAPeerThatNeverReads(t *testing.T) {
 	defer c.Close()
 	go func() {
 		for range 2 { // the same question id twice
-			if _, err := a.Write(marshal(t, bootstrapMsg(7))); err != nil {
+			if _, err := a.Write(encode(t, bootstrapMsg(7))); err != nil {
 				return
 			}
 		}
