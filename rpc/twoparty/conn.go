@@ -346,22 +346,12 @@ func (c *Conn) write(m rpccp.Message) error {
 			c.wcond.Wait()
 		}
 		if c.writing {
-			if c.pending == nil {
-				c.pending = getFrameBuf()
-			}
-			var err error
-			c.pending.b, err = appendFrame(c.pending.b, msg)
+			err := c.queueLocked(msg)
 			c.wmu.Unlock()
 			return err
 		}
 	}
-	c.writing = true
-	c.wmu.Unlock()
-	// A message that cannot be framed is not sent, but frames queued
-	// behind it meanwhile still are.
-	f := getFrameBuf()
-	var ferr error
-	f.b, ferr = appendFrame(f.b, msg)
+	f, ferr := c.takeWriterLocked(msg)
 	// While other calls are being served, those that finished with this
 	// one may be runnable; while other calls of ours are in flight, more
 	// may be being made (a node's outbox delivers in parallel). Let them
@@ -396,27 +386,42 @@ func (c *Conn) post(m rpccp.Message) {
 			c.fail(ErrPeerNotReading)
 			return
 		}
-		if c.pending == nil {
-			c.pending = getFrameBuf()
-		}
-		var err error
-		c.pending.b, err = appendFrame(c.pending.b, msg)
+		err := c.queueLocked(msg)
 		c.wmu.Unlock()
 		if err != nil {
 			c.fail(err)
 		}
 		return
 	}
-	c.writing = true
-	c.wmu.Unlock()
-	f := getFrameBuf()
-	var ferr error
-	f.b, ferr = appendFrame(f.b, msg)
+	f, ferr := c.takeWriterLocked(msg)
 	go func() {
 		if err := c.writeOut(f, ferr); err != nil {
 			c.fail(err)
 		}
 	}()
+}
+
+// queueLocked frames msg behind the write in progress. c.wmu must be
+// held.
+func (c *Conn) queueLocked(msg *capnp.Message) error {
+	if c.pending == nil {
+		c.pending = getFrameBuf()
+	}
+	var err error
+	c.pending.b, err = appendFrame(c.pending.b, msg)
+	return err
+}
+
+// takeWriterLocked makes the caller the writer, unlocks c.wmu, and frames
+// msg into a buffer of its own. A message that cannot be framed is not
+// sent, but frames queued behind it meanwhile still are.
+func (c *Conn) takeWriterLocked(msg *capnp.Message) (*frameBuf, error) {
+	c.writing = true
+	c.wmu.Unlock()
+	f := getFrameBuf()
+	var err error
+	f.b, err = appendFrame(f.b, msg)
+	return f, err
 }
 
 // writeOut is the writer's part of write: it writes f, with whatever was
