@@ -11,6 +11,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -786,16 +787,27 @@ func shortID(identity []byte) string {
 	return "id:" + hex.EncodeToString(identity[:min(4, len(identity))])
 }
 
-// fingerprint is the identity key as people compare it: 4 groups of 4
-// hex digits.
+// fingerprintBytes is how much of an identity key its fingerprint shows:
+// 128 bits, so that making a key whose fingerprint matches a given one
+// (to pass a man in the middle off as a contact that people verify by
+// reading fingerprints to each other) takes 2^128 key generations; at 64
+// bits it would be within reach of a large computing budget.
+const fingerprintBytes = 16
+
+// fingerprint is the identity key as people compare it: the key's first
+// 128 bits in 8 groups of 4 hex digits.
 func fingerprint(identity []byte) string {
-	h := hex.EncodeToString(identity[:8])
-	return h[0:4] + " " + h[4:8] + " " + h[8:12] + " " + h[12:16]
+	h := hex.EncodeToString(identity[:fingerprintBytes])
+	groups := make([]string, 0, len(h)/4)
+	for i := 0; i < len(h); i += 4 {
+		groups = append(groups, h[i:i+4])
+	}
+	return strings.Join(groups, " ")
 }
 
-// Fingerprint returns the short form of an identity key given in hex (as
-// in events) that people compare: 4 groups of 4 hex digits, or "" if it
-// is not an identity key.
+// Fingerprint returns the form of an identity key given in hex (as in
+// events) that people compare: 8 groups of 4 hex digits, or "" if it is
+// not an identity key.
 func Fingerprint(identityHex string) string {
 	id, err := hex.DecodeString(identityHex)
 	if err != nil || len(id) != ed25519.PublicKeySize {

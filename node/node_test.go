@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -177,6 +178,28 @@ func TestDirectDM(t *testing.T) {
 	for _, tn := range []*tnode{alice, bob} {
 		if errs := tn.errors(); len(errs) > 0 {
 			t.Errorf("%s: errors %+v", tn.name, errs)
+		}
+	}
+}
+
+// A fingerprint shows 128 bits of the identity key, in groups people can
+// read to each other; anything but an identity key has none.
+func TestFingerprint(t *testing.T) {
+	id := make([]byte, ed25519.PublicKeySize)
+	for i := range id {
+		id[i] = byte(i)
+	}
+	fp := Fingerprint(hex.EncodeToString(id))
+	if want := "0001 0203 0405 0607 0809 0a0b 0c0d 0e0f"; fp != want {
+		t.Fatalf("fingerprint %q, want %q", fp, want)
+	}
+	id[fingerprintBytes-1] ^= 1
+	if Fingerprint(hex.EncodeToString(id)) == fp {
+		t.Fatal("keys that differ in the 128th bit share a fingerprint")
+	}
+	for _, bad := range []string{"", "zz", hex.EncodeToString(id[:31]), hex.EncodeToString(append(id, 0))} {
+		if got := Fingerprint(bad); got != "" {
+			t.Errorf("Fingerprint(%q) = %q, want none", bad, got)
 		}
 	}
 }

@@ -172,7 +172,8 @@ func TestJSONSession(t *testing.T) {
 		t.Fatalf("history %v", h)
 	}
 	say("/whoami")
-	if w := next("whoami"); w["user"] != "alice" || len(w["identity"].(string)) != 64 {
+	if w := next("whoami"); w["user"] != "alice" || len(w["identity"].(string)) != 64 ||
+		w["fingerprint"] != node.Fingerprint(w["identity"].(string)) {
 		t.Fatalf("whoami %v", w)
 	}
 	next("done")
