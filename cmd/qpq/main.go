@@ -4,6 +4,7 @@
 //
 //	qpq chat    run your node and its chat prompt (the main command)
 //	qpq serve   run a home server (NodeService over QUIC, durable store)
+//	qpq backup  copy a running home server's database
 package main
 
 import (
@@ -37,6 +38,7 @@ const usage = `usage: qpq <command> [flags]
 commands:
   chat     run your node and chat (see qpq chat -h)
   serve    run a home server (see qpq serve -h)
+  backup   copy a running home server's database (see qpq backup -h)
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -49,6 +51,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runChat(ctx, args[1:], os.Stdin, stdout, stderr)
 	case "serve":
 		return runServe(ctx, args[1:], stdout, stderr)
+	case "backup":
+		return runBackup(ctx, args[1:], os.Getenv, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -51,6 +51,9 @@ func printInfo(w io.Writer, in server.Info) {
 	if in.Metrics != "" {
 		fmt.Fprintf(w, "metrics on %s\n", in.Metrics)
 	}
+	if in.Admin != "" {
+		fmt.Fprintf(w, "admin socket %s (qpq backup)\n", in.Admin)
+	}
 	if in.P2P != nil {
 		// One line of JSON (a peer.AddrInfo): what a node lists as its
 		// relay.

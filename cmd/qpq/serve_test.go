@@ -56,6 +56,7 @@ type startup struct {
 	metrics string
 	domain  string
 	p2p     string // the AddrInfo JSON
+	admin   string // the admin socket's path
 }
 
 func readStartup(t *testing.T, lines <-chan string) startup {
@@ -74,6 +75,8 @@ func readStartup(t *testing.T, lines <-chan string) startup {
 				s.domain = strings.TrimPrefix(l, "domain ")
 			case strings.HasPrefix(l, "p2p "):
 				s.p2p = strings.TrimPrefix(l, "p2p ")
+			case strings.HasPrefix(l, "admin socket "):
+				s.admin = strings.Fields(l)[2]
 			case strings.HasPrefix(l, "fingerprint "):
 				fp, err := rpc.ParseFingerprint(strings.TrimPrefix(l, "fingerprint "))
 				if err != nil {

@@ -10,6 +10,7 @@
 //	Start ─► relay.Open (DATA/qpq.db; federation when configured)
 //	      ├► rpc.Listen (QUIC, ALPN capnp, DATA/tls/cert.pem)
 //	      ├► metrics listener (Prometheus text), when configured
+//	      ├► admin socket DATA/admin.sock (online backups; package admin)
 //	      ├► p2p.New (QUIC, circuit relay v2 service; no RPC protocol)
 //	      └► mdns.Start (announces _quicproquo._udp with server= and domain=)
 //	Run   ─► serves until its context ends, then closes all of it

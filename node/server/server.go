@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/quicproquo/qpq/node/identity"
+	"github.com/quicproquo/qpq/node/server/admin"
 	"github.com/quicproquo/qpq/p2p"
 	"github.com/quicproquo/qpq/p2p/mdns"
 	"github.com/quicproquo/qpq/relay"
@@ -118,6 +119,9 @@ type Info struct {
 	MDNS string
 	// Metrics is the metrics URL; empty without metrics.
 	Metrics string
+	// Admin is the admin socket's path (online backups, `qpq backup`);
+	// empty when it could not be bound.
+	Admin string
 	// Federation is where peers call this server; nil without
 	// federation.
 	Federation net.Addr
@@ -131,7 +135,8 @@ type Server struct {
 	ln    *rpc.Listener
 	host  *p2p.Host
 	disc  *mdns.Discovery
-	mln   net.Listener
+	mln   net.Listener // metrics
+	aln   net.Listener // admin socket
 	info  Info
 
 	runOnce   sync.Once
@@ -215,6 +220,14 @@ func Start(cfg Config) (_ *Server, err error) {
 	}
 	if f := s.relay.Federation(); f != nil {
 		s.info.Federation = f.Addr()
+	}
+	// Without the admin socket the server still serves; only online
+	// backups are off, which the log says.
+	if s.aln, err = admin.Listen(cfg.Relay.DataDir); err != nil {
+		s.log.Warn("no admin socket: online backups (qpq backup) are off", "err", err)
+		err = nil
+	} else {
+		s.info.Admin = admin.SocketPath(cfg.Relay.DataDir)
 	}
 	if cfg.Metrics != "" {
 		if s.mln, err = net.Listen("tcp", cfg.Metrics); err != nil {
@@ -451,40 +464,57 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var metricsDone chan error
-	if mln := s.mln; mln != nil {
-		s.mln = nil // srv owns it now
-		srv := &http.Server{
-			Handler:           promhttp.HandlerFor(s.relay.Registry(), promhttp.HandlerOpts{}),
-			ReadHeaderTimeout: 10 * time.Second,
-		}
-		metricsDone = make(chan error, 1)
-		go func() {
-			err := srv.Serve(mln)
-			if errors.Is(err, http.ErrServerClosed) {
-				err = nil
-			}
-			metricsDone <- err
-		}()
-		stop := context.AfterFunc(ctx, func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			srv.Shutdown(sctx)
-		})
-		defer stop()
+	var waits []func() error
+	if s.mln != nil {
+		waits = append(waits, serveHTTP(ctx, s.mln, promhttp.HandlerFor(s.relay.Registry(), promhttp.HandlerOpts{}), "metrics"))
+		s.mln = nil // served now; closed when ctx ends
+	}
+	if s.aln != nil {
+		waits = append(waits, serveHTTP(ctx, s.aln, admin.Handler(s.relay.Store(), s.log.With("component", "admin")), "admin"))
+		s.aln = nil
 	}
 	s.log.Info("serving", "listen", s.info.Addr.String(), "domain", s.info.Domain, "p2p", s.host != nil, "mdns", s.disc != nil)
 	err := s.relay.Serve(ctx, s.ln)
-	cancel() // ends the metrics server too when Serve failed on its own
-	if metricsDone != nil {
-		if merr := <-metricsDone; err == nil && merr != nil {
-			err = fmt.Errorf("server: metrics: %w", merr)
+	cancel() // ends the HTTP servers too when Serve failed on its own
+	for _, wait := range waits {
+		if werr := wait(); err == nil {
+			err = werr
 		}
 	}
 	if cerr := s.Close(); err == nil {
 		err = cerr
 	}
 	return err
+}
+
+// serveHTTP serves h on ln until ctx ends, then shuts the server down
+// (giving requests in progress 5 s, then closing their connections). The function it returns waits for
+// that and reports an error that stopped serving, named after what.
+func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, what string) func() error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan error, 1)
+	go func() {
+		err := srv.Serve(ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		done <- err
+	}()
+	stop := context.AfterFunc(ctx, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if srv.Shutdown(sctx) != nil {
+			srv.Close() // a backup still streaming must not hold the store open
+		}
+	})
+	return func() error {
+		err := <-done
+		stop()
+		if err != nil {
+			return fmt.Errorf("server: %s: %w", what, err)
+		}
+		return nil
+	}
 }
 
 // Close stops everything the server started: the mDNS announcement (with
@@ -502,6 +532,9 @@ func (s *Server) Close() error {
 		}
 		if s.mln != nil {
 			s.mln.Close()
+		}
+		if s.aln != nil {
+			s.aln.Close()
 		}
 		if s.ln != nil {
 			// After Serve this is a no-op; before it, it frees the socket.

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/quicproquo/qpq/node/server/admin"
+	"github.com/quicproquo/qpq/relay/store"
+)
+
+// runBackup asks the home server running on a data directory for a copy
+// of its database, consistent as of one moment, and writes it to a file:
+// first to a temporary file beside it, synced and checked, then renamed,
+// so the file named is never a partial backup.
+func runBackup(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("qpq backup", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", getenv("QPQ_DATA"), "the running server's data directory (env QPQ_DATA; default as for qpq serve)")
+	out := fs.String("out", "", "the file to write the backup to (required; replaced if it exists)")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "usage: qpq backup --out FILE [--data DIR]\n\nCopies the database of the home server running on DIR to FILE while it\nserves. Copy DIR/tls/ (and identity.key, hybrid.key) as well: they change\nonly when you change them.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 || *out == "" {
+		fs.Usage()
+		return errUsage
+	}
+	dir := *data
+	if dir == "" {
+		d, err := defaultDataDir(getenv)
+		if err != nil {
+			return err
+		}
+		dir = d
+	}
+	n, err := writeBackup(ctx, dir, *out)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "backup of %s: %d bytes, checked, in %s\n", dir, n, *out)
+	return nil
+}
+
+// writeBackup fetches the backup into a temporary file next to path and
+// renames it into place once it is on disk and checked.
+func writeBackup(ctx context.Context, dir, path string) (n int64, err error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return 0, fmt.Errorf("backup: %w", err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			os.Remove(tmp)
+		}
+	}()
+	if n, err = admin.Backup(ctx, dir, f); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return n, fmt.Errorf("backup: %w", err)
+	}
+	if err := store.CheckFile(tmp); err != nil {
+		return n, fmt.Errorf("backup: the copy does not check out: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return n, fmt.Errorf("backup: %w", err)
+	}
+	// The rename itself lasts once the directory is synced.
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		err = d.Sync()
+		d.Close()
+		if err != nil {
+			return n, fmt.Errorf("backup: %w", err)
+		}
+	}
+	return n, nil
+}
