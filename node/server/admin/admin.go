@@ -1,7 +1,9 @@
 // Package admin is the home server's local admin API: HTTP over a Unix
 // socket in the server's data directory. Only the server's own user can
-// open it (the socket is mode 0600 inside the 0700 data directory), so it
-// needs no credentials of its own and never faces the network. It serves
+// open it (the socket is mode 0600 inside the 0700 data directory, and on
+// Linux the server checks each connection's peer credentials, root
+// allowed), so it needs no credentials of its own and never faces the
+// network. It serves
 // one request today: a backup of the database, consistent as of one
 // moment, taken while the server runs (`qpq backup`).
 package admin
@@ -59,7 +61,21 @@ func Listen(dir string) (net.Listener, error) {
 		ln.Close()
 		return nil, fmt.Errorf("admin: %w", err)
 	}
-	return ln, nil
+	return ownUser{ln}, nil
+}
+
+// ownUser accepts only connections from the server's own user (or root);
+// others are closed unanswered.
+type ownUser struct{ net.Listener }
+
+func (l ownUser) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil || peerAllowed(c) {
+			return c, err
+		}
+		c.Close()
+	}
 }
 
 // Backuper writes a consistent copy of a database (store.Store does).
