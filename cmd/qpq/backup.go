@@ -20,10 +20,11 @@ import (
 func runBackup(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("qpq backup", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	data := fs.String("data", getenv("QPQ_DATA"), "the running server's data directory (env QPQ_DATA; default as for qpq serve)")
+	data := fs.String("data", getenv("QPQ_DATA"), "the running server's data directory (env QPQ_DATA; default: the config file's, else as for qpq serve)")
+	configFile := fs.String("config", getenv("QPQ_CONFIG"), "the server's TOML configuration file, for its data directory (env QPQ_CONFIG)")
 	out := fs.String("out", "", "the file to write the backup to (required; replaced if it exists)")
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "usage: qpq backup --out FILE [--data DIR]\n\nCopies the database of the home server running on DIR to FILE while it\nserves. Copy DIR/tls/ (and identity.key, hybrid.key) as well: they change\nonly when you change them.\n\n")
+		fmt.Fprint(stderr, "usage: qpq backup --out FILE [--data DIR | --config FILE]\n\nCopies the database of the home server running on DIR to FILE while it\nserves. Copy DIR/tls/ (and identity.key, hybrid.key) as well: they change\nonly when you change them.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -37,6 +38,17 @@ func runBackup(ctx context.Context, args []string, getenv func(string) string, s
 		return errUsage
 	}
 	dir := *data
+	if dir == "" && *configFile != "" {
+		b, err := os.ReadFile(*configFile)
+		if err != nil {
+			return fmt.Errorf("config: %w", err)
+		}
+		var c serveConfig
+		if err := parseConfigFile(b, &c); err != nil {
+			return fmt.Errorf("config %s: %w", *configFile, err)
+		}
+		dir = c.Data
+	}
 	if dir == "" {
 		d, err := defaultDataDir(getenv)
 		if err != nil {

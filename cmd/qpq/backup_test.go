@@ -123,6 +123,17 @@ func TestBackupWithoutServer(t *testing.T) {
 	if _, err := os.Stat(out); !os.IsNotExist(err) {
 		t.Fatalf("a failed backup left %s: %v", out, err)
 	}
+	// The data directory of the server's config file, when --data is not
+	// given.
+	dir := t.TempDir()
+	cfg := filepath.Join(t.TempDir(), "qpq.toml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("data = %q\n", dir)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = run(context.Background(), []string{"backup", "--config", cfg, "--out", out}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), admin.SocketPath(dir)) {
+		t.Fatalf("backup with --config: %v, want the config's data directory", err)
+	}
 	if err := run(context.Background(), []string{"backup"}, io.Discard, io.Discard); err != errUsage {
 		t.Fatalf("backup without --out: %v, want a usage error", err)
 	}
