@@ -487,9 +487,11 @@ func (s *Server) run(ctx context.Context) error {
 	return err
 }
 
-// serveHTTP serves h on ln until ctx ends, then shuts the server down
-// (giving requests in progress 5 s, then closing their connections). The function it returns waits for
-// that and reports an error that stopped serving, named after what.
+// serveHTTP serves h on ln until ctx ends, then shuts the server down:
+// requests in progress get 5 s, then their connections are closed (a
+// backup still streaming must not hold the store open). The function it
+// returns, called once ctx has ended, waits for all of that and reports
+// an error that stopped serving, named after what.
 func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, what string) func() error {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan error, 1)
@@ -500,16 +502,20 @@ func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, what string
 		}
 		done <- err
 	}()
-	stop := context.AfterFunc(ctx, func() {
+	// Serve returns as soon as Shutdown starts; the requests it lets
+	// finish are over only when Shutdown (or Close) returns.
+	shutDown := make(chan struct{})
+	context.AfterFunc(ctx, func() {
+		defer close(shutDown)
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if srv.Shutdown(sctx) != nil {
-			srv.Close() // a backup still streaming must not hold the store open
+			srv.Close()
 		}
 	})
 	return func() error {
 		err := <-done
-		stop()
+		<-shutDown
 		if err != nil {
 			return fmt.Errorf("server: %s: %w", what, err)
 		}

@@ -2,8 +2,10 @@ package server_test
 
 import (
 	"context"
+	"io"
 	"net"
 	"testing"
+	"time"
 
 	ma "github.com/multiformats/go-multiaddr"
 	"go.uber.org/goleak"
@@ -11,6 +13,7 @@ import (
 	"github.com/quicproquo/qpq/node/server"
 	"github.com/quicproquo/qpq/p2p"
 	"github.com/quicproquo/qpq/relay"
+	"github.com/quicproquo/qpq/relay/store"
 	"github.com/quicproquo/qpq/rpc"
 )
 
@@ -116,5 +119,53 @@ func TestDefaultP2PListen(t *testing.T) {
 	got := s.Info().P2P.Addrs
 	if len(got) != 1 || got[0].String() != "/ip4/127.0.0.1/udp/7444/quic-v1" {
 		t.Fatalf("default libp2p address %v, want /ip4/127.0.0.1/udp/7444/quic-v1", got)
+	}
+}
+
+// A server stops even while a backup streams to a client that stopped
+// reading: past Shutdown's grace the connection is closed, the read
+// transaction ends and the store can close.
+func TestStopDuringStalledBackup(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	dir := t.TempDir()
+	cfg := loopbackConfig(dir)
+	cfg.P2P = server.P2PConfig{}
+	s, err := server.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Enough data that the backup fills the socket's buffers.
+	var from, to store.Key
+	from[0], to[0] = 1, 2
+	payload := make([]byte, 32<<10)
+	for range 256 {
+		if _, err := s.Relay().Store().Enqueue(from, []store.Key{to}, store.ChannelID{}, payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	c, err := net.Dial("unix", s.Info().Admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("GET /v1/backup HTTP/1.1\r\nHost: admin\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	head := make([]byte, 12)
+	if _, err := io.ReadFull(c, head); err != nil || string(head) != "HTTP/1.1 200" {
+		t.Fatalf("backup answered %q, %v", head, err)
+	}
+	// Read no more, and stop the server.
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the server did not stop while a backup was stalled")
 	}
 }
