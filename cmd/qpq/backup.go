@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
+	"github.com/quicproquo/qpq/internal/atomicfile"
 	"github.com/quicproquo/qpq/node/server/admin"
 	"github.com/quicproquo/qpq/relay/store"
 )
@@ -66,39 +66,20 @@ func runBackup(ctx context.Context, args []string, getenv func(string) string, s
 
 // writeBackup fetches the backup into a temporary file next to path and
 // renames it into place once it is on disk and checked.
-func writeBackup(ctx context.Context, dir, path string) (n int64, err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return 0, fmt.Errorf("backup: %w", err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			os.Remove(tmp)
+func writeBackup(ctx context.Context, dir, path string) (int64, error) {
+	var n int64
+	err := atomicfile.Write(path, 0o600, func(w io.Writer) error {
+		var err error
+		n, err = admin.Backup(ctx, dir, w)
+		return err
+	}, func(tmp string) error {
+		if err := store.CheckFile(tmp); err != nil {
+			return fmt.Errorf("the copy does not check out: %w", err)
 		}
-	}()
-	if n, err = admin.Backup(ctx, dir, f); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
+		return nil
+	})
 	if err != nil {
 		return n, fmt.Errorf("backup: %w", err)
-	}
-	if err := store.CheckFile(tmp); err != nil {
-		return n, fmt.Errorf("backup: the copy does not check out: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return n, fmt.Errorf("backup: %w", err)
-	}
-	// The rename itself lasts once the directory is synced.
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		err = d.Sync()
-		d.Close()
-		if err != nil {
-			return n, fmt.Errorf("backup: %w", err)
-		}
 	}
 	return n, nil
 }

@@ -28,6 +28,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/quicproquo/qpq/internal/atomicfile"
 	"github.com/quicproquo/qpq/seal"
 )
 
@@ -157,46 +158,14 @@ func readKey(path string, size int) ([]byte, error) {
 	return b, nil
 }
 
-// writeKey writes b to dir/name atomically and durably: a private temporary
-// file, fsync, rename, fsync of the directory.
-func writeKey(dir, name string, b []byte) (err error) {
-	f, err := os.CreateTemp(dir, "."+name+".tmp*")
+// writeKey writes b to dir/name atomically and durably (atomicfile).
+func writeKey(dir, name string, b []byte) error {
+	err := atomicfile.Write(filepath.Join(dir, name), FileMode, func(w io.Writer) error {
+		_, err := w.Write(b)
+		return err
+	}, nil)
 	if err != nil {
 		return fmt.Errorf("identity: write %s: %w", name, err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	// CreateTemp already uses 0600; Chmod makes it independent of that.
-	if err := f.Chmod(FileMode); err != nil {
-		return fmt.Errorf("identity: write %s: %w", name, err)
-	}
-	if _, err := f.Write(b); err != nil {
-		return fmt.Errorf("identity: write %s: %w", name, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("identity: write %s: %w", name, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("identity: write %s: %w", name, err)
-	}
-	if err := os.Rename(f.Name(), filepath.Join(dir, name)); err != nil {
-		return fmt.Errorf("identity: write %s: %w", name, err)
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("identity: sync data directory: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("identity: sync data directory: %w", err)
 	}
 	return nil
 }
