@@ -36,6 +36,10 @@ func (s *Store) Backup(w io.Writer, size func(int64)) (int64, error) {
 // Tx.Check rebuilds the freelist of a file like ours in a goroutine of
 // its own, where a damaged page panics beyond recovery; reading every
 // record finds such a page in a goroutine that can recover.)
+//
+// It is meant for copies this project's servers wrote, against a copy cut
+// short or damaged on its way. It is not a validator of hostile files: a
+// branch page made to point at itself sends bbolt's cursor round forever.
 func CheckFile(path string) error {
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: time.Second})
 	if err != nil {
