@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/quicproquo/qpq/internal/boltcheck"
 	"github.com/quicproquo/qpq/mls"
 	"github.com/quicproquo/qpq/node/conv"
 	"github.com/quicproquo/qpq/node/history"
@@ -180,6 +182,17 @@ func Open(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	dbPath := filepath.Join(cfg.DataDir, DBFile)
+	// bbolt trusts its pages: a damaged file would panic in Open or in
+	// whichever call first reads the bad page.
+	switch err := boltcheck.File(dbPath); {
+	case errors.Is(err, boltcheck.ErrDamaged):
+		return nil, fmt.Errorf("node: %s: %w (moving it away starts this node with no conversations; %s, your identity, is kept apart)", dbPath, err, identity.IdentityFile)
+	case errors.Is(err, boltcheck.ErrLocked):
+		return nil, fmt.Errorf("node: %s is in use (is another qpq chat using %s?)", DBFile, cfg.DataDir)
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("node: %w", err)
+	}
 	n = &Node{
 		cfg:       cfg,
 		id:        id,
@@ -201,7 +214,7 @@ func Open(ctx context.Context, cfg Config) (n *Node, err error) {
 		n.relays[r.ID] = true
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	n.db, err = bolt.Open(filepath.Join(cfg.DataDir, DBFile), 0o600, &bolt.Options{Timeout: time.Second})
+	n.db, err = bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("node: opening %s (is another qpq chat using %s?): %w", DBFile, cfg.DataDir, err)
 	}

@@ -1,11 +1,15 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +18,8 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"go.uber.org/goleak"
 
+	"github.com/quicproquo/qpq/internal/boltcheck"
+	"github.com/quicproquo/qpq/node/identity"
 	"github.com/quicproquo/qpq/node/internal/nodetest"
 	"github.com/quicproquo/qpq/node/keys"
 	"github.com/quicproquo/qpq/p2p"
@@ -184,6 +190,35 @@ func TestDirectDM(t *testing.T) {
 
 // A fingerprint shows 128 bits of the identity key, in groups people can
 // read to each other; anything but an identity key has none.
+// TestDamagedDatabase: a node.db whose pages are damaged (here, every
+// page after the meta pages overwritten) is refused with an error, not a
+// panic, and the identity beside it is untouched.
+func TestDamagedDatabase(t *testing.T) {
+	tn := benchNode(t, "alice", nil)
+	want := tn.n.cfg.Username
+	self := tn.n.self
+	tn.stop()
+	path := filepath.Join(tn.dir, DBFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 2 * os.Getpagesize(); i < len(b); i++ {
+		b[i] = 0xFF
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(context.Background(), Config{DataDir: tn.dir, Username: want, NoMDNS: true})
+	if !errors.Is(err, boltcheck.ErrDamaged) || !strings.Contains(err.Error(), identity.IdentityFile) {
+		t.Fatalf("Open = %v, want a damaged-file error", err)
+	}
+	id, created, err := identity.LoadOrCreate(tn.dir)
+	if err != nil || created || !bytes.Equal(id.PublicKey(), self) {
+		t.Fatalf("identity after the refusal: created %v, err %v", created, err)
+	}
+}
+
 func TestFingerprint(t *testing.T) {
 	id := make([]byte, ed25519.PublicKeySize)
 	for i := range id {

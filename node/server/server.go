@@ -27,6 +27,7 @@ import (
 	"github.com/quicproquo/qpq/p2p/mdns"
 	"github.com/quicproquo/qpq/relay"
 	"github.com/quicproquo/qpq/relay/federation"
+	"github.com/quicproquo/qpq/relay/store"
 	"github.com/quicproquo/qpq/rpc"
 )
 
@@ -202,7 +203,10 @@ func Start(cfg Config) (_ *Server, err error) {
 		cfg.Relay.Federation = &fed
 	}
 	if s.relay, err = relay.Open(cfg.Relay); err != nil {
-		return nil, fmt.Errorf("server: %w (is another qpq serve using %s?)", err, cfg.Relay.DataDir)
+		if errors.Is(err, store.ErrInUse) {
+			return nil, fmt.Errorf("server: %w (is another qpq serve using %s?)", err, cfg.Relay.DataDir)
+		}
+		return nil, fmt.Errorf("server: %w", err)
 	}
 	s.ln, err = rpc.Listen(cfg.Listen, cert, rpc.ListenOptions{
 		MaxConnections: cfg.MaxConnections,

@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"os"
-	"runtime/debug"
 	"time"
 
 	"go.etcd.io/bbolt"
+
+	"github.com/quicproquo/qpq/internal/boltcheck"
 )
 
 // Backup writes a copy of the database file to w as it was at one moment,
@@ -29,34 +29,20 @@ func (s *Store) Backup(w io.Writer, size func(int64)) (int64, error) {
 }
 
 // CheckFile checks a database file that no store has open, such as a
-// backup: that bbolt opens it (its meta pages carry checksums), that it
-// holds every page they count, that every bucket and record in it can be
-// read, and that it is a store of this
-// layout. It opens the file read-only and changes nothing. (bbolt's own
-// Tx.Check rebuilds the freelist of a file like ours in a goroutine of
-// its own, where a damaged page panics beyond recovery; reading every
-// record finds such a page in a goroutine that can recover.)
-//
-// It is meant for copies this project's servers wrote, against a copy cut
-// short or damaged on its way. It is not a validator of hostile files: a
-// branch page made to point at itself sends bbolt's cursor round forever.
+// backup: that its pages are sound (package boltcheck: every page bbolt
+// can reach lies in the file, is reached once and holds what bbolt
+// expects), that bbolt opens it, and that it is a store of this layout.
+// It opens the file read-only and changes nothing.
 func CheckFile(path string) error {
+	if err := boltcheck.File(path); err != nil {
+		return fmt.Errorf("store: %s: %w", path, err)
+	}
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: time.Second})
 	if err != nil {
 		return fmt.Errorf("store: open %s: %w", path, err)
 	}
 	defer db.Close()
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fmt.Errorf("store: %w", err)
-	}
-	err = db.View(func(tx *bbolt.Tx) error {
-		if fi.Size() < tx.Size() {
-			return fmt.Errorf("store: %s is truncated: %d bytes of %d", path, fi.Size(), tx.Size())
-		}
-		if err := readAll(tx); err != nil {
-			return fmt.Errorf("store: %s is damaged: %w", path, err)
-		}
+	return db.View(func(tx *bbolt.Tx) error {
 		for _, name := range bucketNames {
 			if tx.Bucket(name) == nil {
 				return fmt.Errorf("store: %s is not a home server database (no %q bucket)", path, name)
@@ -67,28 +53,4 @@ func CheckFile(path string) error {
 		}
 		return nil
 	})
-	return err
-}
-
-// readAll reads every key and value of every bucket, turning bbolt's
-// panic on a page it cannot read into an error.
-func readAll(tx *bbolt.Tx) (err error) {
-	// A page the file does not hold faults in the mapping: a panic here,
-	// not the end of the process.
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("%v", p)
-		}
-	}()
-	var walk func(b *bbolt.Bucket) error
-	walk = func(b *bbolt.Bucket) error {
-		return b.ForEach(func(k, v []byte) error {
-			if v == nil {
-				return walk(b.Bucket(k))
-			}
-			return nil
-		})
-	}
-	return tx.ForEach(func(_ []byte, b *bbolt.Bucket) error { return walk(b) })
 }

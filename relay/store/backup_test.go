@@ -2,6 +2,8 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +12,8 @@ import (
 	"testing"
 
 	"go.etcd.io/bbolt"
+
+	"github.com/quicproquo/qpq/internal/boltcheck"
 )
 
 // A backup taken while writes go on holds every write acknowledged before
@@ -109,12 +113,12 @@ func TestCheckFileRefuses(t *testing.T) {
 	}
 
 	for name, c := range map[string]struct{ path, want string }{
-		"not a database": {write("junk.db", []byte(strings.Repeat("junk", 4096))), "open"},
-		"truncated":      {write("short.db", good[:len(good)/3]), ""},
-		"last page cut":  {write("cut.db", good[:len(good)-pageSize]), "truncated"},
+		"not a database": {write("junk.db", []byte(strings.Repeat("junk", 4096))), "damaged"},
+		"truncated":      {write("short.db", good[:len(good)/3]), "damaged"},
+		"last page cut":  {write("cut.db", good[:len(good)-pageSize]), "damaged"},
 		"damaged page":   {write("damaged.db", damaged), "damaged"},
 		"another store":  {foreign, "not a home server database"},
-		"missing":        {filepath.Join(t.TempDir(), "none.db"), "open"},
+		"missing":        {filepath.Join(t.TempDir(), "none.db"), "no such file"},
 	} {
 		err := CheckFile(c.path)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -123,5 +127,41 @@ func TestCheckFileRefuses(t *testing.T) {
 	}
 	if err := CheckFile(write("good.db", good)); err != nil {
 		t.Errorf("an intact backup: %v", err)
+	}
+}
+
+// TestOpenRefusesDamagedFile: a qpq.db whose pages lead round in a circle
+// (bbolt alone would recurse until the stack overflows, ending the
+// process) is refused with an error that says what to do, and left as it
+// was.
+func TestOpenRefusesDamagedFile(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{})
+	enqueue1(t, s, key(1), key(2), ChannelID{}, "hello")
+	s.Close()
+	path := filepath.Join(dir, FileName)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Point the root bucket's first bucket at the root bucket's own page.
+	le, ps := binary.LittleEndian, os.Getpagesize()
+	meta := b[16:]
+	if m1 := b[ps+16:]; le.Uint64(m1[48:]) > le.Uint64(meta[48:]) {
+		meta = m1
+	}
+	root := le.Uint64(meta[16:])
+	e := b[int(root)*ps+16:]
+	le.PutUint64(e[le.Uint32(e[4:])+le.Uint32(e[8:]):], root)
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	_, err = Open(dir, Options{})
+	if !errors.Is(err, boltcheck.ErrDamaged) || !strings.Contains(err.Error(), "qpq backup") {
+		t.Fatalf("Open = %v, want a damaged-file error that names qpq backup", err)
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(after, b) {
+		t.Error("Open changed the damaged file")
 	}
 }

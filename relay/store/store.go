@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync/atomic"
 	"time"
 
 	"go.etcd.io/bbolt"
+	bbolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/quicproquo/qpq/internal/boltcheck"
 )
 
 // FileName is the name of the database file inside a data directory.
@@ -132,6 +136,9 @@ type Store struct {
 // CommitStats reports the group commit's totals since Open.
 func (s *Store) CommitStats() CommitStats { return s.commits.stats() }
 
+// ErrInUse is returned by Open when another process has the database open.
+var ErrInUse = errors.New("store: the database is open in another process")
+
 // Open opens (creating if needed) the database file FileName in dir.
 func Open(dir string, opts Options) (*Store, error) {
 	opts.setDefaults()
@@ -139,6 +146,16 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	path := filepath.Join(dir, FileName)
+	// bbolt trusts its pages: a damaged file would panic in Open or in
+	// whichever call first reads the bad page.
+	switch err := boltcheck.File(path); {
+	case errors.Is(err, boltcheck.ErrDamaged):
+		return nil, fmt.Errorf("store: %s: %w (restore a backup made with qpq backup, or move the file away to start empty)", path, err)
+	case errors.Is(err, boltcheck.ErrLocked):
+		return nil, fmt.Errorf("%w: %s", ErrInUse, path)
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("store: %w", err)
+	}
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{
 		Timeout: time.Second, // another process holding the file lock
 		// The freelist is rebuilt from the pages on open instead of being
@@ -146,6 +163,9 @@ func Open(dir string, opts Options) (*Store, error) {
 		NoFreelistSync: true,
 		FreelistType:   bbolt.FreelistMapType,
 	})
+	if errors.Is(err, bbolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("%w: %s", ErrInUse, path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}

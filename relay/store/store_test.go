@@ -476,3 +476,17 @@ func TestCloseWhileWriting(t *testing.T) {
 	s.Close()
 	wg.Wait()
 }
+
+// TestOpenWhileInUse: a second Open of a data directory in use says so
+// (after waiting a second for the lock) instead of reading a file that
+// another process is writing.
+func TestOpenWhileInUse(t *testing.T) {
+	dir := t.TempDir()
+	open(t, dir, Options{})
+	if s, err := Open(dir, Options{}); !errors.Is(err, ErrInUse) {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("second Open = %v, want ErrInUse", err)
+	}
+}
