@@ -75,7 +75,7 @@ func (r *Relay) homes(keys ...store.Key) ([]string, error) {
 	}
 	h, err := r.st.Homes(keys...)
 	if err != nil {
-		return nil, internalErr(err)
+		return nil, errcode.Storage(err)
 	}
 	return h, nil
 }
@@ -101,7 +101,7 @@ func (r *Relay) deliveryErr(err error) error {
 	case errors.Is(err, store.ErrRelayQueueFull):
 		return errcode.Errorf(errcode.ResourceExhausted, "the queue for the recipient's home server is full (%d deliveries); it may be down", r.cfg.Limits.MaxRelayQueue)
 	}
-	return internalErr(err)
+	return errcode.Storage(err)
 }
 
 // split sorts recipients into local ones and a relay per other domain,
@@ -169,7 +169,7 @@ func (r *Relay) fetchKeyPackage(ctx context.Context, id store.Key) ([]byte, erro
 	}
 	pkg, err := r.st.PopKeyPackage(id)
 	if err != nil {
-		return nil, internalErr(err)
+		return nil, errcode.Storage(err)
 	}
 	return pkg, nil
 }
@@ -179,7 +179,7 @@ func (r *Relay) fetchKeyPackage(ctx context.Context, id store.Key) ([]byte, erro
 func (r *Relay) hybridKeys(ctx context.Context, ids ...store.Key) ([][]byte, error) {
 	keys, err := r.st.HybridKeys(ids...)
 	if err != nil {
-		return nil, internalErr(err)
+		return nil, errcode.Storage(err)
 	}
 	homes, err := r.homes(ids...)
 	if err != nil {
@@ -205,7 +205,7 @@ func (r *Relay) resolveUser(ctx context.Context, addr string) ([]byte, error) {
 		}
 		u, ok, err := r.st.User(name)
 		if err != nil {
-			return nil, internalErr(err)
+			return nil, errcode.Storage(err)
 		}
 		if !ok {
 			return nil, nil
@@ -234,7 +234,7 @@ func (r *Relay) resolveUser(ctx context.Context, addr string) ([]byte, error) {
 		r.cfg.Logger.Warn("federation: a peer resolved a name to a key that lives elsewhere", "peer", domain, "err", err)
 		return nil, errcode.Errorf(errcode.FailedPrecondition, "%s answered with a key that this server knows as another user's", domain)
 	case err != nil:
-		return nil, internalErr(err)
+		return nil, errcode.Storage(err)
 	}
 	return key, nil
 }
@@ -249,14 +249,14 @@ func (r *Relay) resolveUser(ctx context.Context, addr string) ([]byte, error) {
 func (r *Relay) resolveIdentity(ctx context.Context, id store.Key) (string, error) {
 	name, ok, err := r.st.Username(id)
 	if err != nil {
-		return "", internalErr(err)
+		return "", errcode.Storage(err)
 	}
 	if ok || r.fed == nil {
 		return name, nil
 	}
 	rem, ok, err := r.st.RemoteOf(id)
 	if err != nil {
-		return "", internalErr(err)
+		return "", errcode.Storage(err)
 	}
 	if !ok {
 		return "", nil
@@ -296,7 +296,7 @@ func (r *Relay) nameRemote(ctx context.Context, id store.Key, domain string) (st
 		// first: the name it answers for is not this peer's to give.
 		return "", nil
 	case err != nil:
-		return "", internalErr(err)
+		return "", errcode.Storage(err)
 	}
 	return name, nil
 }
@@ -361,7 +361,7 @@ func (r *Relay) createChannel(ctx context.Context, caller, peer store.Key) (stor
 		// Both here, or the caller holds the lower key: decided here.
 		id, created, err := r.st.CreateChannel(caller, peer)
 		if err != nil {
-			return store.ChannelID{}, false, internalErr(err)
+			return store.ChannelID{}, false, errcode.Storage(err)
 		}
 		return id, created, nil
 	}
@@ -371,7 +371,7 @@ func (r *Relay) createChannel(ctx context.Context, caller, peer store.Key) (stor
 	}
 	mine, err := r.st.ImportChannel(caller, peer)
 	if err != nil {
-		return store.ChannelID{}, false, internalErr(err)
+		return store.ChannelID{}, false, errcode.Storage(err)
 	}
 	if mine != id {
 		return store.ChannelID{}, false, errcode.Errorf(errcode.Internal, "%s answered a channel id that is not the pair's", domain)
@@ -389,7 +389,7 @@ var _ federation.Handler = fedHandler{}
 func (h fedHandler) notOurs(field string, k store.Key) error {
 	local, err := h.r.st.IsLocal(k)
 	if err != nil {
-		return internalErr(err)
+		return errcode.Storage(err)
 	}
 	if local {
 		return errcode.Errorf(errcode.PermissionDenied, "%s is a user of this server; a peer cannot speak for it", field)
@@ -465,7 +465,7 @@ func (h fedHandler) keyRead(ctx context.Context, req federation.Request, id stor
 	}
 	b, err := local(id)
 	if err != nil {
-		return nil, internalErr(err)
+		return nil, errcode.Storage(err)
 	}
 	return b, nil
 }
@@ -476,7 +476,7 @@ func (h fedHandler) ResolveUser(_ context.Context, _ federation.Request, name st
 	}
 	u, ok, err := h.r.st.User(name)
 	if err != nil {
-		return nil, internalErr(err)
+		return nil, errcode.Storage(err)
 	}
 	if !ok {
 		return nil, nil
@@ -489,7 +489,7 @@ func (h fedHandler) ResolveUser(_ context.Context, _ federation.Request, name st
 func (h fedHandler) ResolveIdentity(_ context.Context, _ federation.Request, id store.Key) (string, error) {
 	name, _, err := h.r.st.Username(id)
 	if err != nil {
-		return "", internalErr(err)
+		return "", errcode.Storage(err)
 	}
 	return name, nil
 }
@@ -510,10 +510,10 @@ func (h fedHandler) CreateChannel(ctx context.Context, req federation.Request, c
 	}
 	id, created, err := h.r.st.CreateChannel(caller, peer)
 	if err != nil {
-		return store.ChannelID{}, false, internalErr(err)
+		return store.ChannelID{}, false, errcode.Storage(err)
 	}
 	if err := h.r.st.PutRemote(caller, store.Remote{Domain: req.Origin}); err != nil && !errors.Is(err, store.ErrIdentityTaken) {
-		return store.ChannelID{}, false, internalErr(err)
+		return store.ChannelID{}, false, errcode.Storage(err)
 	}
 	return id, created, nil
 }

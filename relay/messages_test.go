@@ -4,12 +4,17 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/quicproquo/qpq/internal/smallfs"
 	"github.com/quicproquo/qpq/rpc/errcode"
 	"github.com/quicproquo/qpq/schema"
 )
@@ -460,4 +465,37 @@ func TestPipelinedEnqueuesKeepOrder(t *testing.T) {
 			t.Fatalf("%d messages", len(got))
 		}
 	})
+}
+
+// TestServerDiskFull: when the server's disk fills up, an enqueue is
+// refused as resource-exhausted (the client's outbox tries again later)
+// without the server's paths in the answer; the operator's log has the
+// cause; once there is space again, enqueues go on.
+func TestServerDiskFull(t *testing.T) {
+	dir := smallfs.Dir(t, 6<<20)
+	var logs syncBuffer
+	s := startServer(t, Config{DataDir: filepath.Join(dir, "data"), Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	filler := filepath.Join(dir, "filler")
+	if err := os.WriteFile(filler, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	alice := s.newUser("alice")
+	payload := bytes.Repeat([]byte{1}, 64<<10)
+	var err error
+	for i := 0; i < 200 && err == nil; i++ {
+		_, err = alice.c.Enqueue(bg, alice.id, nil, payload)
+	}
+	wantCode(t, "enqueue on a full disk", err, errcode.ResourceExhausted)
+	if strings.Contains(err.Error(), dir) {
+		t.Errorf("the answer names the server's files: %v", err)
+	}
+	if !strings.Contains(logs.String(), "no space left on device") {
+		t.Errorf("the log does not say the disk is full:\n%s", logs.String())
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.c.Enqueue(bg, alice.id, nil, payload); err != nil {
+		t.Fatalf("enqueue once there is space again: %v", err)
+	}
 }

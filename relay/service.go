@@ -111,7 +111,7 @@ func (s *Service) done(method string, err error) error {
 	if err != nil {
 		c := errcode.Of(err)
 		code = string(c)
-		if c == errcode.Internal {
+		if c == errcode.Internal || errcode.Local(err) {
 			s.r.cfg.Logger.Error("call failed", "method", method, "err", err)
 		}
 	}
@@ -170,8 +170,6 @@ func (s *Service) keyCall(ctx context.Context, auth func() (schema.Auth, error),
 	return c, id, err
 }
 
-func internalErr(err error) error { return errcode.Errorf(errcode.Internal, "storage: %v", err) }
-
 // UploadKeyPackage stores a key package of the caller's own identity: in
 // its queue, or as its last-resort package (see keypackage.go).
 func (s *Service) UploadKeyPackage(ctx context.Context, call schema.NodeService_uploadKeyPackage) error {
@@ -203,7 +201,7 @@ func (s *Service) UploadKeyPackage(ctx context.Context, call schema.NodeService_
 		case errors.Is(err, store.ErrTooManyKeyPackages):
 			return errcode.Errorf(errcode.ResourceExhausted, "%d key packages already stored for this identity", s.r.cfg.Limits.MaxKeyPackages)
 		case err != nil:
-			return internalErr(err)
+			return errcode.Storage(err)
 		}
 		fp := sha256.Sum256(pkg)
 		res, err := call.AllocResults()
@@ -354,7 +352,7 @@ func (s *Service) ownInbox(ctx context.Context, a inboxArgs) (store.Inbox, error
 		chRec, ok, err := s.r.st.Channel(ch)
 		switch {
 		case err != nil:
-			return store.Inbox{}, internalErr(err)
+			return store.Inbox{}, errcode.Storage(err)
 		case !ok:
 			return store.Inbox{}, errcode.New(errcode.NotFound, "no such channel")
 		case !chRec.Has(rk):
@@ -367,7 +365,7 @@ func (s *Service) ownInbox(ctx context.Context, a inboxArgs) (store.Inbox, error
 func (s *Service) drain(in store.Inbox, limit uint32) ([]store.Envelope, error) {
 	envs, err := s.r.st.Fetch(in, int(limit), s.r.cfg.Limits.MaxFetchBytes)
 	if err != nil {
-		return nil, internalErr(err)
+		return nil, errcode.Storage(err)
 	}
 	s.r.m.fetched.Add(float64(len(envs)))
 	return envs, nil
@@ -376,7 +374,7 @@ func (s *Service) drain(in store.Inbox, limit uint32) ([]store.Envelope, error) 
 func (s *Service) peek(in store.Inbox, limit uint32) ([]store.Envelope, error) {
 	envs, err := s.r.st.Peek(in, int(limit), s.r.cfg.Limits.MaxFetchBytes)
 	if err != nil {
-		return nil, internalErr(err)
+		return nil, errcode.Storage(err)
 	}
 	return envs, nil
 }
@@ -495,7 +493,7 @@ func (s *Service) Ack(ctx context.Context, call schema.NodeService_ack) error {
 			return err
 		}
 		if _, err := s.r.st.Ack(in, p.SeqUpTo()); err != nil {
-			return internalErr(err)
+			return errcode.Storage(err)
 		}
 		return nil
 	}())
@@ -553,7 +551,7 @@ func (s *Service) UploadHybridKey(ctx context.Context, call schema.NodeService_u
 			return err
 		}
 		if err := s.r.st.PutHybridKey(id, pub); err != nil {
-			return internalErr(err)
+			return errcode.Storage(err)
 		}
 		return nil
 	}())
@@ -804,7 +802,7 @@ func (s *Service) PublishEndpoint(ctx context.Context, call schema.NodeService_p
 			return err
 		}
 		if err := s.r.st.PutEndpoint(id, store.Endpoint{Published: s.r.cfg.Now(), NodeAddr: addr}); err != nil {
-			return internalErr(err)
+			return errcode.Storage(err)
 		}
 		return nil
 	}())
@@ -820,7 +818,7 @@ func (s *Service) ResolveEndpoint(ctx context.Context, call schema.NodeService_r
 		}
 		e, ok, err := s.r.st.Endpoint(id)
 		if err != nil {
-			return internalErr(err)
+			return errcode.Storage(err)
 		}
 		res, err := call.AllocResults()
 		if err != nil {

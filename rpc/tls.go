@@ -108,7 +108,7 @@ func LoadOrCreateCertificate(dataDir string) (tls.Certificate, error) {
 func LoadCertificate(certFile, keyFile string) (tls.Certificate, error) {
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("rpc: load certificate: %w", err)
+		return tls.Certificate{}, fmt.Errorf("rpc: load certificate %s with key %s: %w", certFile, keyFile, err)
 	}
 	return cert, nil
 }

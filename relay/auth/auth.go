@@ -207,7 +207,7 @@ func (a *Accounts) RegisterStart(username, addr string, request []byte) ([]byte,
 	}
 	switch _, taken, err := a.st.User(username); {
 	case err != nil:
-		return nil, internal(err)
+		return nil, errcode.Storage(err)
 	case taken:
 		return nil, errcode.New(errcode.AlreadyExists, "username is taken")
 	}
@@ -241,12 +241,10 @@ func (a *Accounts) RegisterFinish(username string, upload []byte, identity store
 	case errors.Is(err, store.ErrIdentityTaken):
 		return errcode.New(errcode.AlreadyExists, "identity key is registered to another username")
 	case err != nil:
-		return internal(err)
+		return errcode.Storage(err)
 	}
 	return nil
 }
-
-func internal(err error) error { return errcode.Errorf(errcode.Internal, "storage: %v", err) }
 
 // PendingLogin is a login between its start and its finish. Exactly one of
 // Finish or Abandon ends it.
@@ -273,13 +271,13 @@ func (a *Accounts) LoginStart(username, addr string, ke1 []byte) (*PendingLogin,
 	}
 	u, known, err := a.st.User(username)
 	if err != nil {
-		return nil, nil, internal(err)
+		return nil, nil, errcode.Storage(err)
 	}
 	var rec *opaque.ClientRecord
 	if known {
 		r, err := a.srv.Deserialize.RegistrationRecord(u.Record)
 		if err != nil {
-			return nil, nil, internal(fmt.Errorf("stored record of a user: %w", err))
+			return nil, nil, errcode.Storage(fmt.Errorf("stored record of a user: %w", err))
 		}
 		rec = &opaque.ClientRecord{RegistrationRecord: r, CredentialIdentifier: []byte(username)}
 	} else {
@@ -378,7 +376,7 @@ func (a *Accounts) IssueToken(identity store.Key) ([]byte, error) {
 	sel, ver := split(token)
 	err := a.st.PutToken(sel, store.Token{Verifier: ver, Identity: identity, Expiry: a.cfg.Now().Add(a.cfg.TokenLifetime)})
 	if err != nil {
-		return nil, internal(err)
+		return nil, errcode.Storage(err)
 	}
 	return token, nil
 }
@@ -414,7 +412,7 @@ func (a *Accounts) authenticate(token []byte) (Session, time.Time, error) {
 	sel, ver := split(token)
 	t, ok, err := a.st.Token(sel)
 	if err != nil {
-		return Session{}, time.Time{}, internal(err)
+		return Session{}, time.Time{}, errcode.Storage(err)
 	}
 	if !ok || subtle.ConstantTimeCompare(t.Verifier[:], ver[:]) != 1 {
 		return Session{}, time.Time{}, errcode.New(errcode.Unauthenticated, "unknown access token; log in again")

@@ -31,10 +31,10 @@ func (s *service) done(method string, err error) error {
 	if err != nil {
 		c := errcode.Of(err)
 		code = string(c)
-		switch c {
-		case errcode.Internal:
+		switch {
+		case c == errcode.Internal || errcode.Local(err):
 			s.f.log.Error("federation: call failed", "peer", s.peer, "method", method, "err", err)
-		case errcode.Unauthenticated:
+		case c == errcode.Unauthenticated:
 			s.f.log.Warn("federation: call refused", "peer", s.peer, "method", method, "err", err)
 		}
 	}

@@ -11,7 +11,9 @@ package errcode
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"syscall"
 )
 
 // Code is a stable, machine-readable error class.
@@ -39,9 +41,42 @@ var known = []Code{
 type Error struct {
 	Code    Code
 	Message string
+	// Cause, when set, is a failure on the answering side that its
+	// operator must see and the caller must not: it stays out of the
+	// wire text (it may name files and internals) and shows in the
+	// answering side's logs (LogValue).
+	Cause error
 }
 
 func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
+
+// Unwrap returns the cause, so that the answering side can test it.
+func (e *Error) Unwrap() error { return e.Cause }
+
+// LogValue is the wire text followed by the cause, for this side's logs.
+func (e *Error) LogValue() slog.Value {
+	if e.Cause == nil {
+		return slog.StringValue(e.Error())
+	}
+	return slog.StringValue(e.Error() + " (cause: " + e.Cause.Error() + ")")
+}
+
+// Storage returns what a server answers when its own storage fails:
+// resource-exhausted when the disk is full (the caller may try again
+// later), internal otherwise, with the failure kept as the Cause.
+func Storage(cause error) error {
+	if errors.Is(cause, syscall.ENOSPC) {
+		return &Error{Code: ResourceExhausted, Message: "the server's storage is full; try again later", Cause: cause}
+	}
+	return &Error{Code: Internal, Message: "storage failure", Cause: cause}
+}
+
+// Local reports whether err is a failure on this side (an *Error with a
+// Cause), which the operator must see whatever its code.
+func Local(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Cause != nil
+}
 
 // Is reports whether target is an *Error with the same code, so that
 // errors.Is(err, errcode.New(errcode.NotFound, "")) works.

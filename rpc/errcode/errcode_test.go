@@ -1,10 +1,15 @@
 package errcode_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
 	"net"
+	"strings"
+	"syscall"
 	"testing"
 
 	capnp "capnproto.org/go/capnp/v3"
@@ -72,5 +77,34 @@ func TestCodeSurvivesRPC(t *testing.T) {
 	}
 	if got := errcode.Message(err); got != "slow down" {
 		t.Fatalf("message = %q from %q", got, err)
+	}
+}
+
+// TestStorage: a storage failure keeps its cause out of the wire text and
+// in the answering side's log, and a full disk is resource-exhausted.
+func TestStorage(t *testing.T) {
+	cause := &fs.PathError{Op: "write", Path: "/var/lib/quicproquo/qpq.db", Err: syscall.ENOSPC}
+	for _, tt := range []struct {
+		cause error
+		code  errcode.Code
+	}{
+		{cause, errcode.ResourceExhausted},
+		{fmt.Errorf("store: %w", &fs.PathError{Op: "sync", Path: "/var/lib/quicproquo/qpq.db", Err: syscall.EIO}), errcode.Internal},
+	} {
+		err := errcode.Storage(tt.cause)
+		if errcode.Of(err) != tt.code || !errcode.Local(err) || !errors.Is(err, tt.cause) {
+			t.Errorf("Storage(%v) = %v: code %q, local %v", tt.cause, err, errcode.Of(err), errcode.Local(err))
+		}
+		if strings.Contains(err.Error(), "/var/lib") {
+			t.Errorf("wire text %q names the server's files", err)
+		}
+		var log bytes.Buffer
+		slog.New(slog.NewTextHandler(&log, nil)).Error("call failed", "err", err)
+		if !strings.Contains(log.String(), tt.cause.Error()) {
+			t.Errorf("log %q lacks the cause", log.String())
+		}
+	}
+	if errcode.Local(errcode.New(errcode.Internal, "x")) || errcode.Local(errors.New("x")) {
+		t.Error("Local without a cause")
 	}
 }
