@@ -237,8 +237,9 @@ func Open(ctx context.Context, cfg Config) (n *Node, err error) {
 		if n.home, err = home.New(home.Config{
 			Addr: cfg.Server, Username: n.user, Identity: n.self, DB: n.db,
 			Password: cfg.Password, OnPin: n.onPin, OnLogin: n.onLogin, OnDown: n.onServerDown,
-			Handle: func(_ context.Context, data []byte) error { return n.handleSealed(outbox.ViaServer, data) },
-			Logger: log,
+			Handle:        func(_ context.Context, data []byte) error { return n.handleSealed(outbox.ViaServer, data) },
+			OnHandleError: n.onInboxError,
+			Logger:        log,
 		}); err != nil {
 			return nil, err
 		}
@@ -620,6 +621,13 @@ func (n *Node) learnRelay(ctx context.Context, c *rpc.Client) {
 
 func (n *Node) onServerDown(err error) {
 	n.emit(Server{Server: n.cfg.Server, State: "down"})
+}
+
+// onInboxError tells the user that messages at the home server cannot be
+// stored here (its disk full, say); they stay there and are read again.
+func (n *Node) onInboxError(err error) {
+	n.emit(Error{Code: string(errcode.Of(errcode.Storage(err))),
+		Message: fmt.Sprintf("incoming messages cannot be stored on this device (%v); they wait at the home server and are read again", err)})
 }
 
 func (n *Node) serverClient() *rpc.Client {

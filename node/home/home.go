@@ -94,8 +94,13 @@ type Config struct {
 	OnDown func(err error)
 	// Handle processes one message of the inbox and returns once its
 	// outcome is durable; an error leaves it (and those after it) in the
-	// inbox for the next round.
+	// inbox, and the session reads it again on the same connection after
+	// a delay that grows from RetryMin to RetryMax while Handle keeps
+	// failing (a full disk, say, gives no reason to log in again).
 	Handle func(ctx context.Context, data []byte) error
+	// OnHandleError is told the error of the first failing Handle of a
+	// run of failures.
+	OnHandleError func(err error)
 	// RetryMin, RetryMax, PeekWait: see the defaults.
 	RetryMin, RetryMax, PeekWait time.Duration
 	// Logger; nil discards.
@@ -194,14 +199,23 @@ func (s *Session) Run(ctx context.Context) error {
 			wait = s.cfg.RetryMin
 		}
 		s.log.Info("home server session ended; retrying", "in", wait, "err", err)
-		t := time.NewTimer(wait/2 + rand.N(wait/2+1))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
+		if err := sleep(ctx, wait); err != nil {
+			return err
 		}
 		wait = min(2*wait, s.cfg.RetryMax)
+	}
+}
+
+// sleep waits about d (between d/2 and d, so that nodes retrying after
+// the same event spread out) or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d/2 + rand.N(d/2+1))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
 
@@ -319,6 +333,7 @@ func (s *Session) pw(ctx context.Context) ([]byte, error) {
 // read processes the inbox in seq order until the connection fails.
 func (s *Session) read(ctx context.Context, c *rpc.Client) error {
 	self := []byte(s.cfg.Identity)
+	var wait time.Duration // before reading again after Handle failed; 0 while it succeeds
 	for {
 		envs, err := c.PeekWait(ctx, self, nil, s.cfg.PeekWait, PeekLimit)
 		if err != nil {
@@ -343,8 +358,21 @@ func (s *Session) read(ctx context.Context, c *rpc.Client) error {
 				return err
 			}
 		}
-		if herr != nil {
-			return fmt.Errorf("home: processing inbox: %w", herr)
+		if herr == nil {
+			wait = 0
+			continue
+		}
+		if wait == 0 {
+			wait = s.cfg.RetryMin
+			if s.cfg.OnHandleError != nil {
+				s.cfg.OnHandleError(herr)
+			}
+		} else {
+			wait = min(2*wait, s.cfg.RetryMax)
+		}
+		s.log.Warn("could not process an inbox message; reading it again", "in", wait, "err", herr)
+		if err := sleep(ctx, wait); err != nil {
+			return err
 		}
 	}
 }
