@@ -623,11 +623,12 @@ func (n *Node) onServerDown(err error) {
 	n.emit(Server{Server: n.cfg.Server, State: "down"})
 }
 
-// onInboxError tells the user that messages at the home server cannot be
-// stored here (its disk full, say); they stay there and are read again.
+// onInboxError tells the user that received messages cannot be stored
+// here (the disk full, say); they wait (at the home server, or in the P2P
+// inbox) and are processed again.
 func (n *Node) onInboxError(err error) {
 	n.emit(Error{Code: string(errcode.Of(errcode.Storage(err))),
-		Message: fmt.Sprintf("incoming messages cannot be stored on this device (%v); they wait at the home server and are read again", err)})
+		Message: fmt.Sprintf("incoming messages cannot be stored on this device (%v); they wait and are processed again", err)})
 }
 
 func (n *Node) serverClient() *rpc.Client {

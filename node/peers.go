@@ -341,6 +341,7 @@ func (n *Node) resolveMDNS(ctx context.Context, name string, wait time.Duration)
 // order, acknowledging each batch once its outcome is on disk.
 func (n *Node) readP2PInbox(ctx context.Context) error {
 	const batch = 64
+	failing := false // since the last message processed
 	for {
 		changed := n.pstore.InboxChanged()
 		ds, err := n.pstore.Peek(batch)
@@ -356,12 +357,20 @@ func (n *Node) readP2PInbox(ctx context.Context) error {
 			last = d.Seq
 		}
 		if last > 0 {
-			if err := n.pstore.Ack(last); err != nil {
-				return err
+			// A failed ack (the disk full) leaves the messages to be
+			// handled again, which finds them handled.
+			if err := n.pstore.Ack(last); err != nil && herr == nil {
+				herr = err
 			}
 		}
-		if herr != nil {
+		if herr == nil {
+			failing = false
+		} else {
 			n.log.Error("processing the P2P inbox", "err", herr)
+			if !failing {
+				failing = true
+				n.onInboxError(herr)
+			}
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
