@@ -9,7 +9,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 )
 
 // nameRE matches the namespaces this package creates:
@@ -42,17 +41,6 @@ func CleanStale(ctx context.Context) ([]string, error) {
 		removed = append(removed, ns)
 	}
 	return removed, errors.Join(errs...)
-}
-
-// processAlive reports whether pid exists. A reused pid makes a dead
-// owner look alive, which only delays cleanup; it never removes a live
-// LAN.
-func processAlive(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
 // IDs returns the ids of the LANs that exist now, with their owners alive

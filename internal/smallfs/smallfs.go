@@ -6,7 +6,6 @@ package smallfs
 
 import (
 	"os"
-	"syscall"
 	"testing"
 )
 
@@ -20,6 +19,6 @@ func Dir(t testing.TB, size int) string {
 	if err := mount(dir, size); err != nil {
 		t.Skipf("mount a tmpfs: %v", err)
 	}
-	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	t.Cleanup(func() { unmount(dir) })
 	return dir
 }

@@ -140,7 +140,7 @@ func (c *chat) start() {
 		t.Fatal(err)
 	}
 	cmd.Env = append(os.Environ(), c.env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	lantest.DieWithParent(cmd)
 	if c.stderr, err = os.CreateTemp(t.TempDir(), c.user+"-stderr-"); err != nil {
 		t.Fatal(err)
 	}
@@ -450,7 +450,7 @@ func (s *serve) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	lantest.DieWithParent(cmd)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

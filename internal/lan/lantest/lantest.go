@@ -37,7 +37,6 @@ import (
 	"os/exec"
 	"slices"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -142,9 +141,7 @@ func Spawn(tb testing.TB, l *lan.LAN, node int, mode string, env ...string) *Chi
 		tb.Fatal(err)
 	}
 	cmd.Env = append(append(os.Environ(), childEnv+"="+mode), env...)
-	// "ip netns exec" execs the binary in place, so the death signal
-	// reaches the child itself if the test process dies.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	DieWithParent(cmd)
 	c := &Child{
 		Name:    fmt.Sprintf("%s@n%d", mode, node),
 		tb:      tb,
