@@ -22,9 +22,10 @@ func runBackup(ctx context.Context, args []string, getenv func(string) string, s
 	fs.SetOutput(stderr)
 	data := fs.String("data", getenv("QPQ_DATA"), "the running server's data directory (env QPQ_DATA; default: the config file's, else as for qpq serve)")
 	configFile := fs.String("config", getenv("QPQ_CONFIG"), "the server's TOML configuration file, for its data directory (env QPQ_CONFIG)")
-	out := fs.String("out", "", "the file to write the backup to (required; replaced if it exists)")
+	out := fs.String("out", "", "the file to write the backup to (replaced if it exists)")
+	check := fs.String("check", "", "check a backup (or a stopped server's qpq.db) instead of making one")
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "usage: qpq backup --out FILE [--data DIR | --config FILE]\n\nCopies the database of the home server running on DIR to FILE while it\nserves. Copy DIR/tls/ (and identity.key, hybrid.key) as well: they change\nonly when you change them.\n\n")
+		fmt.Fprint(stderr, "usage: qpq backup --out FILE [--data DIR | --config FILE]\n       qpq backup --check FILE\n\nCopies the database of the home server running on DIR to FILE while it\nserves. Copy DIR/tls/ (and identity.key, hybrid.key) as well: they change\nonly when you change them. With --check, checks that FILE is a sound\nhome server database that this qpq can serve, before you restore it.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -33,9 +34,16 @@ func runBackup(ctx context.Context, args []string, getenv func(string) string, s
 		}
 		return errUsage
 	}
-	if fs.NArg() > 0 || *out == "" {
+	if fs.NArg() > 0 || (*out == "") == (*check == "") {
 		fs.Usage()
 		return errUsage
+	}
+	if *check != "" {
+		if err := store.CheckFile(*check); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: checked, a home server database this qpq can serve\n", *check)
+		return nil
 	}
 	dir := *data
 	if dir == "" && *configFile != "" {

@@ -137,4 +137,38 @@ func TestBackupWithoutServer(t *testing.T) {
 	if err := run(context.Background(), []string{"backup"}, io.Discard, io.Discard); err != errUsage {
 		t.Fatalf("backup without --out: %v, want a usage error", err)
 	}
+	if err := run(context.Background(), []string{"backup", "--out", out, "--check", out}, io.Discard, io.Discard); err != errUsage {
+		t.Fatalf("backup with --out and --check: %v, want a usage error", err)
+	}
+}
+
+// TestBackupCheck: --check says whether a file is a database this qpq can
+// serve, before someone restores it.
+func TestBackupCheck(t *testing.T) {
+	dir := t.TempDir()
+	st, err := store.Open(dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	path := filepath.Join(dir, store.FileName)
+	var stdout bytes.Buffer
+	if err := run(context.Background(), []string{"backup", "--check", path}, &stdout, io.Discard); err != nil {
+		t.Fatalf("--check of a sound database: %v", err)
+	}
+	if !strings.Contains(stdout.String(), "checked") {
+		t.Errorf("output %q", stdout.String())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	damaged := filepath.Join(t.TempDir(), "damaged.db")
+	if err := os.WriteFile(damaged, b[:len(b)/2], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = run(context.Background(), []string{"backup", "--check", damaged}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Fatalf("--check of a damaged database: %v", err)
+	}
 }
