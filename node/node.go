@@ -216,12 +216,16 @@ func Open(ctx context.Context, cfg Config) (n *Node, err error) {
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.db, err = bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
+		n.cancel()
 		return nil, fmt.Errorf("node: opening %s (is another qpq chat using %s?): %w", DBFile, cfg.DataDir, err)
 	}
 	n.events = newEventQueue(cfg.OnEvent)
+	// The named result is nil once an error is returned: close the node
+	// this Open made.
+	opened := n
 	defer func() {
 		if err != nil {
-			n.Close()
+			opened.Close()
 		}
 	}()
 	if n.user, err = n.username(cfg.Username); err != nil {
