@@ -3,7 +3,6 @@ package node
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,15 +11,15 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/quicproquo/qpq/internal/boltcheck"
+	"github.com/quicproquo/qpq/internal/boltcheck/boltfuzz"
 	"github.com/quicproquo/qpq/node/identity"
 )
 
-// FuzzOpenDamaged damages a node's node.db with the fuzzer's edits (each
-// 5 bytes: a little-endian u32 offset into the file, then the byte to put
-// there). Whatever the page check lets through — sound pages holding
-// damaged records — the node must refuse with an error or run, never
-// panic: Open, then the commands that read what the file held. Each input
-// starts a node (a libp2p host on loopback), so this fuzzes slowly.
+// FuzzOpenDamaged damages a node's node.db with the fuzzer's edits
+// (boltfuzz.Apply). Whatever the page check lets through — sound pages
+// holding damaged records — the node must refuse with an error or run,
+// never panic: Open, then the commands that read what the file held. Each
+// input starts a node (a libp2p host on loopback), so this fuzzes slowly.
 func FuzzOpenDamaged(f *testing.F) {
 	// A node with a group, its messages, names and key packages.
 	src := f.TempDir()
@@ -49,10 +48,7 @@ func FuzzOpenDamaged(f *testing.F) {
 	}
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, edits []byte) {
-		b := bytes.Clone(base)
-		for ; len(edits) >= 5; edits = edits[5:] {
-			b[int(binary.LittleEndian.Uint32(edits))%len(b)] = edits[4]
-		}
+		b := boltfuzz.Apply(base, edits)
 		if boltcheck.Check(bytes.NewReader(b), int64(len(b))) != nil {
 			return
 		}

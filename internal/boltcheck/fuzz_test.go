@@ -8,15 +8,17 @@ import (
 	"testing"
 
 	"go.etcd.io/bbolt"
+
+	"github.com/quicproquo/qpq/internal/boltcheck/boltfuzz"
 )
 
-// FuzzCheck damages a small bbolt file with the fuzzer's edits (each 5
-// bytes: a little-endian u32 offset into the file, then the byte to put
-// there) and asserts what Check promises: when it accepts the file, bbolt
-// opens it the way the home server does (rebuilding the freelist from the
-// pages), reads every bucket and record, commits a change to every bucket
-// and opens it again the way a node does, all without a panic. A panic in
-// bbolt's own goroutine ends the fuzzer, as it would end the server.
+// FuzzCheck damages a small bbolt file with the fuzzer's edits
+// (boltfuzz.Apply) and asserts what Check promises: when it accepts the
+// file, bbolt opens it the way the home server does (rebuilding the
+// freelist from the pages), reads every bucket and record, commits a
+// change to every bucket and opens it again the way a node does, all
+// without a panic. A panic in bbolt's own goroutine ends the fuzzer, as it
+// would end the server.
 func FuzzCheck(f *testing.F) {
 	base := load(f, makeDBOf(f, false, 100))
 	_, m := base.current()
@@ -28,10 +30,7 @@ func FuzzCheck(f *testing.F) {
 		f.Add(append(binary.LittleEndian.AppendUint32(nil, uint32(off)), 1))
 	}
 	f.Fuzz(func(t *testing.T, edits []byte) {
-		b := bytes.Clone(base.b)
-		for ; len(edits) >= 5; edits = edits[5:] {
-			b[int(binary.LittleEndian.Uint32(edits))%len(b)] = edits[4]
-		}
+		b := boltfuzz.Apply(base.b, edits)
 		if Check(bytes.NewReader(b), int64(len(b))) != nil {
 			return
 		}

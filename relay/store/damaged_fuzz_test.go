@@ -2,21 +2,20 @@ package store
 
 import (
 	"bytes"
-	"encoding/binary"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/quicproquo/qpq/internal/boltcheck"
+	"github.com/quicproquo/qpq/internal/boltcheck/boltfuzz"
 )
 
-// FuzzOpenDamaged damages a store file with the fuzzer's edits (each 5
-// bytes: a little-endian u32 offset into the file, then the byte to put
-// there). Whatever page check lets through — sound pages holding damaged
-// records, a bucket turned into a record — the store must refuse with an
-// error or serve, never panic: Open, and then a call of every kind on the
-// records the file held.
+// FuzzOpenDamaged damages a store file with the fuzzer's edits
+// (boltfuzz.Apply). Whatever page check lets through — sound pages holding
+// damaged records, a bucket turned into a record — the store must refuse
+// with an error or serve, never panic: Open, and then a call of every kind
+// on the records the file held.
 func FuzzOpenDamaged(f *testing.F) {
 	dir := f.TempDir()
 	s, err := Open(dir, Options{})
@@ -62,10 +61,7 @@ func FuzzOpenDamaged(f *testing.F) {
 	}
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, edits []byte) {
-		b := bytes.Clone(base)
-		for ; len(edits) >= 5; edits = edits[5:] {
-			b[int(binary.LittleEndian.Uint32(edits))%len(b)] = edits[4]
-		}
+		b := boltfuzz.Apply(base, edits)
 		if boltcheck.Check(bytes.NewReader(b), int64(len(b))) != nil {
 			return
 		}
