@@ -7,9 +7,9 @@
 // connection gets its own Service, which knows who is calling through an
 // Authenticator: TokenAuthenticator checks the session token in a call's
 // Auth (clients over QUIC; one per connection, remembering the token it
-// last accepted, see auth.SessionCache), while a node answering NodeService for itself
-// over the P2P link plugs in one that names the authenticated libp2p
-// peer and turns accounts off.
+// last accepted, see auth.SessionCache). A transport that authenticates
+// its peer itself can plug in one that names that peer and turn accounts
+// off (ServiceOptions); a node's own P2P service is package p2p/peersvc.
 //
 // # Semantics (see docs/PROTOCOL.md for the full contract)
 //

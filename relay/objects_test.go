@@ -180,7 +180,7 @@ func TestServerInfo(t *testing.T) {
 	})
 }
 
-func hybridKey(t *testing.T) []byte {
+func hybridKey(t testing.TB) []byte {
 	k, err := hpke.MLKEM768X25519().GenerateKey()
 	if err != nil {
 		t.Fatal(err)

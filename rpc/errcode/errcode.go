@@ -103,14 +103,23 @@ func Of(err error) Code {
 	if err == nil {
 		return ""
 	}
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Code
-	}
-	if c, ok := parse(err.Error()); ok {
+	if c, ok := Find(err); ok {
 		return c
 	}
 	return Internal
+}
+
+// Find is Of for callers that must tell an error with no recognizable
+// code apart from one that says internal: ok is false for the former.
+func Find(err error) (c Code, ok bool) {
+	if err == nil {
+		return "", false
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code, true
+	}
+	return parse(err.Error())
 }
 
 // Message returns the human message of err without its code and transport

@@ -483,8 +483,13 @@ func TestUnknownMethod(t *testing.T) {
 		Method: capnp.Method{InterfaceID: schema.NodeService_TypeID, MethodID: 999},
 	})
 	defer release()
-	if _, err := f.Struct(); exc.TypeOf(err) != exc.Unimplemented {
+	_, err := f.Struct()
+	if exc.TypeOf(err) != exc.Unimplemented {
 		t.Fatalf("unknown method: err = %v; want unimplemented", err)
+	}
+	// Like every error on the wire, its text has a stable code.
+	if c, ok := errcode.Find(err); !ok || c != errcode.FailedPrecondition {
+		t.Fatalf("unknown method: err = %v; want the code failed-precondition", err)
 	}
 }
 

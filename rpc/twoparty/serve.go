@@ -3,6 +3,7 @@ package twoparty
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 
 	"capnproto.org/go/capnp/v3"
@@ -145,7 +146,8 @@ func (c *Conn) handleCall(msg *capnp.Message, m rpccp.Message) error {
 		msg.Release()
 		return err
 	}
-	r := &returner{c: c, id: id, a: a, args: msg}
+	method := capnp.Method{InterfaceID: call.InterfaceId(), MethodID: call.MethodId()}
+	r := &returner{c: c, id: id, a: a, args: msg, method: method}
 	if refuse != nil {
 		r.releaseArgs()
 		r.PrepareReturn(refuse)
@@ -154,7 +156,7 @@ func (c *Conn) handleCall(msg *capnp.Message, m rpccp.Message) error {
 		return nil
 	}
 	c.bootstrap.RecvCall(ctx, capnp.Recv{
-		Method:      capnp.Method{InterfaceID: call.InterfaceId(), MethodID: call.MethodId()},
+		Method:      method,
 		Args:        args,
 		ReleaseArgs: r.releaseArgs,
 		Returner:    r,
@@ -218,6 +220,8 @@ type returner struct {
 	args         *capnp.Message // the Call; released by releaseArgs
 	argsReleased atomic.Bool
 
+	method capnp.Method // what was called, for the refusal of an unknown one
+
 	reply rpccp.Message // the Return with its results, once allocated
 	ret   rpccp.Return
 	err   error
@@ -257,7 +261,22 @@ func (r *returner) AllocResults(sz capnp.ObjectSize) (capnp.Struct, error) {
 	return st, nil
 }
 
-func (r *returner) PrepareReturn(err error) { r.err = err }
+func (r *returner) PrepareReturn(err error) { r.err = unimplemented(r.method, err) }
+
+// unimplemented gives capnp-go's bare "unimplemented" refusal (a method or
+// interface the served schema lacks, as a newer client may call) a stable
+// code, keeping the exception type that tells standard clients the method
+// is missing.
+func unimplemented(m capnp.Method, err error) error {
+	if err == nil || exc.TypeOf(err) != exc.Unimplemented {
+		return err
+	}
+	if _, ok := errcode.Find(err); ok {
+		return err
+	}
+	return exc.New(exc.Unimplemented, "", fmt.Sprintf("%s: method @%d of interface %#x is not implemented here",
+		errcode.FailedPrecondition, m.MethodID, m.InterfaceID))
+}
 
 // Return writes the Return. The answer is dropped first: the caller may
 // reuse the question id the moment the Return reaches it.
