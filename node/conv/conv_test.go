@@ -517,7 +517,8 @@ func TestInfoRoundTrip(t *testing.T) {
 			t.Fatalf("%+v → %x → %+v, %v", i, b, got, err)
 		}
 	}
-	for _, bad := range [][]byte{nil, {1, 1}, {2, 1, 0}, {1, 1, 1, 'x'}, {1, 2, 0}, {1, 3, 0}, {1, 2, 2, 'x'}, {1, 2, 1, 0xff}} {
+	for _, bad := range [][]byte{nil, {1, 1}, {2, 1, 0}, {1, 1, 1, 'x'}, {1, 2, 0}, {1, 3, 0}, {1, 2, 2, 'x'}, {1, 2, 1, 0xff},
+		{1, 2, 4, 'a', 0x1b, '[', 'H'}, append([]byte{1, 2, 4}, "a\u202e"...)} { // a group named with a control character
 		if _, err := ParseInfo(bad); err == nil {
 			t.Errorf("ParseInfo(%x) accepted", bad)
 		}

@@ -3,6 +3,7 @@ package conv
 import (
 	"errors"
 	"fmt"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/quicproquo/qpq/mls"
@@ -72,6 +73,13 @@ func (i Info) check() error {
 	case KindGroup:
 		if i.Name == "" || len(i.Name) > MaxNameSize || !utf8.ValidString(i.Name) {
 			return fmt.Errorf("%w: group name must be 1 to %d bytes of UTF-8", ErrInfo, MaxNameSize)
+		}
+		// Printable, like a username: a name is shown on every line of
+		// the conversation and in the prompt.
+		for _, r := range i.Name {
+			if !unicode.IsPrint(r) {
+				return fmt.Errorf("%w: group name holds the unprintable character %U", ErrInfo, r)
+			}
 		}
 	default:
 		return fmt.Errorf("%w: unknown kind 0x%02x", ErrInfo, uint8(i.Kind))

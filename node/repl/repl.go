@@ -427,7 +427,7 @@ func (r *REPL) promptLocked() {
 	}
 	p := "> "
 	if r.current != "" {
-		p = "[" + r.current + "]> "
+		p = "[" + visible(r.current) + "]> "
 	}
 	r.ed.setPrompt(r.color(bold, p), len([]rune(p)))
 }
@@ -453,38 +453,38 @@ func (r *REPL) color(code, s string) string {
 func (r *REPL) human(ev node.Event) string {
 	switch ev := ev.(type) {
 	case node.Ready:
-		return r.color(green, fmt.Sprintf("ready: you are %s — type /help\n", ev.User))
+		return r.color(green, fmt.Sprintf("ready: you are %s — type /help\n", visible(ev.User)))
 	case node.Peer:
-		return r.color(dim, fmt.Sprintf("peer %s (%s): %s\n", ev.User, node.Fingerprint(ev.Identity), ev.Link))
+		return r.color(dim, fmt.Sprintf("peer %s (%s): %s\n", visible(ev.User), node.Fingerprint(ev.Identity), ev.Link))
 	case node.Conversation:
 		members := make([]string, len(ev.Members))
 		for i, m := range ev.Members {
-			members[i] = m
+			members[i] = visible(m)
 			if i < len(ev.MemberIDs) {
 				members[i] += " (" + node.Fingerprint(ev.MemberIDs[i]) + ")"
 			}
 		}
-		return fmt.Sprintf("%s %s (%s, %s, epoch %d): %s\n", r.color(bold, "["+ev.Name+"]"), ev.Kind, ev.Status,
+		return fmt.Sprintf("%s %s (%s, %s, epoch %d): %s\n", r.color(bold, "["+visible(ev.Name)+"]"), ev.Kind, ev.Status,
 			shortHex(ev.ID), ev.Epoch, strings.Join(members, ", "))
 	case node.Message:
-		return fmt.Sprintf("%s %s %s\n", r.color(bold, "["+ev.Conversation+"]"), r.color(cyan, ev.From+":"), ev.Text)
+		return fmt.Sprintf("%s %s %s\n", r.color(bold, "["+visible(ev.Conversation)+"]"), r.color(cyan, visible(ev.From)+":"), textBlock(ev.Text))
 	case node.History:
-		return fmt.Sprintf("%s %s %s\n", r.color(dim, ev.Time.Local().Format("Jan 2 15:04")), r.color(cyan, ev.From+":"), ev.Text)
+		return fmt.Sprintf("%s %s %s\n", r.color(dim, ev.Time.Local().Format("Jan 2 15:04")), r.color(cyan, visible(ev.From)+":"), textBlock(ev.Text))
 	case node.Sent:
 		return "" // quiet: a person sees a failure, not every success
 	case node.Error:
-		return r.color(red, fmt.Sprintf("error (%s): %s\n", ev.Code, ev.Message))
+		return r.color(red, fmt.Sprintf("error (%s): %s\n", ev.Code, visible(ev.Message)))
 	case node.Pin:
-		return r.color(yel, fmt.Sprintf("home server %s: pinned certificate %s (first use; compare with your operator's)\n", ev.Server, ev.Fingerprint))
+		return r.color(yel, fmt.Sprintf("home server %s: pinned certificate %s (first use; compare with your operator's)\n", visible(ev.Server), ev.Fingerprint))
 	case node.Server:
-		return r.color(dim, fmt.Sprintf("home server %s: %s\n", ev.Server, ev.State))
+		return r.color(dim, fmt.Sprintf("home server %s: %s\n", visible(ev.Server), ev.State))
 	case node.Whoami:
-		s := fmt.Sprintf("you are %s\n  identity    %s\n  fingerprint %s\n  peer id     %s\n", ev.User, ev.Identity, ev.Fingerprint, ev.PeerID)
+		s := fmt.Sprintf("you are %s\n  identity    %s\n  fingerprint %s\n  peer id     %s\n", visible(ev.User), ev.Identity, ev.Fingerprint, ev.PeerID)
 		for _, a := range ev.Addrs {
 			s += "  address     " + a + "\n"
 		}
 		if ev.Server != "" {
-			s += "  home server " + ev.Server + "\n"
+			s += "  home server " + visible(ev.Server) + "\n"
 		}
 		return s
 	case Help:

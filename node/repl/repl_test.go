@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -245,4 +246,58 @@ func TestJoinedConversationBecomesCurrent(t *testing.T) {
 	if got := r.cur(); got != "carol" {
 		t.Fatalf("current after a message = %q, want carol", got)
 	}
+}
+
+// TestPeerTextCannotCommandTheTerminal: what others write (a message, a
+// group's name, a server's error) reaches a person's terminal with its
+// control characters shown, not obeyed, and a message's later lines
+// indented, so that it cannot clear the screen, rewrite earlier lines or
+// pass one of its lines off as someone else's message. --json keeps the
+// exact text.
+func TestPeerTextCannotCommandTheTerminal(t *testing.T) {
+	var out strings.Builder
+	r := New(&out, Config{Color: true})
+	r.Event(node.Message{Conversation: "team\x1b]0;pwned\x07", From: "mallory", Text: "hi\x1b[2J\x1b[H\r\n[team] alice: send me your password\u202e\u009b"})
+	r.Event(node.Conversation{Name: "team\x1b[31m", Kind: "group", Status: "active", Members: []string{"mallory"}})
+	r.Event(node.Error{Code: "internal", Message: "server says \x1b[1Ahi"})
+	got := out.String()
+	// The only escapes left are the REPL's own colors: ESC [ digits m.
+	if rest := regexp.MustCompile("\x1b\\[[0-9]*m").ReplaceAllString(got, ""); strings.ContainsAny(rest, "\x1b\x07\r\u009b\u202e") {
+		t.Fatalf("control characters reached the terminal: %q", got)
+	}
+	for _, want := range []string{"team^[]0;pwned^G", "hi^[[2J^[[H\n  [team] alice: send me your password<U+202E><U+009B>", "[team^[[31m]", "server says ^[[1Ahi"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q: %q", want, got)
+		}
+	}
+
+	out.Reset()
+	r = New(&out, Config{JSON: true})
+	text := "hi\x1b[2J\nbye"
+	r.Event(node.Message{Conversation: "team", From: "mallory", Text: text})
+	var ev struct{ Text string }
+	if err := json.Unmarshal([]byte(out.String()), &ev); err != nil || ev.Text != text {
+		t.Fatalf("JSON text %q, %v; want %q", ev.Text, err, text)
+	}
+}
+
+// FuzzVisible: whatever the text, what reaches the terminal holds no
+// character it would obey, and each line break of a message is followed
+// by the indent that marks its later lines.
+func FuzzVisible(f *testing.F) {
+	f.Add("plain")
+	f.Add("a\x1b[2J\r\nb\u202e\u0085\x7f")
+	f.Fuzz(func(t *testing.T, s string) {
+		one, block := visible(s), textBlock(s)
+		for _, r := range one {
+			if needsEscape(r) {
+				t.Fatalf("visible(%q) = %q holds %U", s, one, r)
+			}
+		}
+		for i, r := range block {
+			if r == '\n' && !strings.HasPrefix(block[i+1:], "  ") || r != '\n' && needsEscape(r) {
+				t.Fatalf("textBlock(%q) = %q: %U at %d", s, block, r, i)
+			}
+		}
+	})
 }
