@@ -23,6 +23,7 @@ import (
 	"github.com/quicproquo/qpq/node/internal/nodetest"
 	"github.com/quicproquo/qpq/node/keys"
 	"github.com/quicproquo/qpq/p2p"
+	"github.com/quicproquo/qpq/p2p/mdns"
 	"github.com/quicproquo/qpq/rpc"
 )
 
@@ -541,5 +542,38 @@ func TestNameClaimedTwice(t *testing.T) {
 	}
 	if id, _ := alice.n.resolve(context.Background(), "bob"); string(id) != string(bob) {
 		t.Fatal("bob resolves to the claimant")
+	}
+}
+
+// TestLostLANPeerIsNoLongerDialed: a node keeps a link to a peer mDNS
+// sees, and stops dialing it once mDNS loses it, unless it was given as a
+// peer (or found through the home server): otherwise every identity
+// anyone ever announced on a LAN would be dialed for as long as the node
+// runs.
+func TestLostLANPeerIsNoLongerDialed(t *testing.T) {
+	leakCheck(t)
+	alice := newNode(t, "alice", nil)
+	lanPeer := func(name string) mdns.Peer {
+		pub, _, _ := ed25519.GenerateKey(nil)
+		id, err := p2p.PeerID(pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return mdns.Peer{ID: id, Identity: pub, Username: name, Addrs: []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/udp/9/quic-v1")}}
+	}
+	stranger, friend := lanPeer("stranger"), lanPeer("friend")
+	alice.n.AddPeer(friend.AddrInfo())
+	for _, p := range []mdns.Peer{stranger, friend} {
+		alice.n.onMDNS(mdns.Event{Kind: mdns.PeerFound, Peer: p})
+		if !alice.n.host.Wanted(p.ID) {
+			t.Fatalf("%s: not linked to when found", p.Username)
+		}
+		alice.n.onMDNS(mdns.Event{Kind: mdns.PeerLost, Peer: p})
+	}
+	if alice.n.host.Wanted(stranger.ID) {
+		t.Error("a peer mDNS lost is still dialed")
+	}
+	if !alice.n.host.Wanted(friend.ID) {
+		t.Error("a peer given with AddPeer is no longer dialed after mDNS lost it")
 	}
 }

@@ -200,8 +200,8 @@ func (n *Node) knownFingerprint(name string) string {
 	return "?"
 }
 
-// onMDNS links to peers found on the LAN and learns their names. It runs
-// on the discovery goroutine.
+// onMDNS links to peers found on the LAN while it sees them, and learns
+// their names. It runs on the discovery goroutine.
 func (n *Node) onMDNS(ev mdns.Event) {
 	p := ev.Peer
 	if bytes.Equal(p.Identity, n.self) {
@@ -215,6 +215,16 @@ func (n *Node) onMDNS(ev mdns.Event) {
 			n.emit(Peer{User: n.nameOf(p.Identity), Identity: hex.EncodeToString(p.Identity), Link: "seen"})
 		}
 	case mdns.PeerLost:
+		// Gone from the LAN: stop dialing it, unless it is reachable
+		// elsewhere (given as a peer, or found through the home server).
+		// Every identity ever announced would otherwise be dialed for as
+		// long as the node runs.
+		n.mu.Lock()
+		static := n.static[p.ID]
+		n.mu.Unlock()
+		if !static {
+			n.host.RemovePeer(p.ID)
+		}
 		if n.link(p.Identity) == p2p.LinkDown {
 			n.emit(Peer{User: n.nameOf(p.Identity), Identity: hex.EncodeToString(p.Identity), Link: "down"})
 		}

@@ -314,6 +314,15 @@ func (h *Host) RemovePeer(id peer.ID) {
 	}
 }
 
+// Wanted reports whether the host keeps a link to id (AddPeer, until
+// RemovePeer).
+func (h *Host) Wanted(id peer.ID) bool {
+	h.links.mu.Lock()
+	defer h.links.mu.Unlock()
+	_, ok := h.links.wanted[id]
+	return ok
+}
+
 // Link returns the current link state to id.
 func (h *Host) Link(id peer.ID) LinkState {
 	st, _ := h.links.current(id)

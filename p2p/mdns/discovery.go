@@ -46,6 +46,11 @@ type Config struct {
 	// ExpireAfter drops a peer not heard from for this long (default
 	// 3×BrowseMax + 10 s: three missed answers).
 	ExpireAfter time.Duration
+	// MaxPeers bounds the peer table (default DefaultMaxPeers). Anyone
+	// on the LAN can announce identities by the thousand, and each peer
+	// found costs its user work (a link kept up, a name learned); a peer
+	// first heard while the table is full is ignored until one expires.
+	MaxPeers int
 	// Announcements is the number of unsolicited announcements at start
 	// and after an address change, 1 s apart (default 3).
 	Announcements int
@@ -92,9 +97,14 @@ type Discovery struct {
 	// owned by the loop goroutine
 	ifaces map[int]*iface // by index
 
-	mu    sync.Mutex // guards peers
-	peers map[peer.ID]*known
+	mu      sync.Mutex // guards peers and refused
+	peers   map[peer.ID]*known
+	refused bool // a peer was ignored since the table was last below MaxPeers
 }
+
+// DefaultMaxPeers is Config.MaxPeers by default: more nodes than a LAN of
+// people has, few enough to keep a link to each.
+const DefaultMaxPeers = 256
 
 type iface struct {
 	ifi   net.Interface
@@ -150,6 +160,9 @@ func Start(cfg Config) (*Discovery, error) {
 	cfg.BrowseMax = max(cfg.BrowseMax, cfg.BrowseMin)
 	if cfg.ExpireAfter <= 0 {
 		cfg.ExpireAfter = 3*cfg.BrowseMax + 10*time.Second
+	}
+	if cfg.MaxPeers <= 0 {
+		cfg.MaxPeers = DefaultMaxPeers
 	}
 	if cfg.Announcements <= 0 {
 		cfg.Announcements = 3
@@ -563,6 +576,15 @@ func (d *Discovery) answer(ifc *iface, q *dns.Msg, from *net.UDPAddr) {
 func (d *Discovery) saw(pr Peer, ifName string, now time.Time) {
 	d.mu.Lock()
 	k, ok := d.peers[pr.ID]
+	if !ok && len(d.peers) >= d.cfg.MaxPeers {
+		tell := !d.refused
+		d.refused = true
+		d.mu.Unlock()
+		if tell {
+			d.log.Warn("mdns: peer table full; ignoring new peers until some expire", "max", d.cfg.MaxPeers)
+		}
+		return
+	}
 	if !ok {
 		k = &known{seen: map[string]seenOn{}}
 		d.peers[pr.ID] = k
@@ -650,6 +672,7 @@ func (d *Discovery) settle(id peer.ID, k *known) {
 	before := k.Peer
 	if len(k.seen) == 0 {
 		delete(d.peers, id)
+		d.refused = false
 		d.mu.Unlock()
 		d.emit(PeerLost, before)
 		return

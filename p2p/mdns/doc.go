@@ -30,7 +30,9 @@
 //
 // After that it queries with exponential backoff up to BrowseMax; peers
 // not heard from for ExpireAfter are dropped. On Close a node multicasts
-// a goodbye (TTL 0), and peers drop it at once.
+// a goodbye (TTL 0), and peers drop it at once. The table holds at most
+// MaxPeers; a peer first heard while it is full is ignored until a place
+// frees up.
 //
 // # Sockets
 //

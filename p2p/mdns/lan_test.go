@@ -36,6 +36,7 @@ type startArgs struct {
 	Port          int    `json:"port"`
 	BrowseMaxMS   int    `json:"browse_max_ms"`
 	ExpireAfterMS int    `json:"expire_after_ms"`
+	MaxPeers      int    `json:"max_peers"`
 }
 
 type startReply struct {
@@ -82,6 +83,7 @@ func discoveryChild() lantest.Handler {
 				BrowseMin:   100 * time.Millisecond,
 				BrowseMax:   time.Duration(a.BrowseMaxMS) * time.Millisecond,
 				ExpireAfter: time.Duration(a.ExpireAfterMS) * time.Millisecond,
+				MaxPeers:    a.MaxPeers,
 				Logger:      slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})),
 				OnEvent: func(ev mdns.Event) {
 					pe := peerEvent{Kind: ev.Kind.String(), Peer: ev.Peer.ID.String(), User: ev.Peer.Username, AtNS: time.Now().UnixNano()}
@@ -218,6 +220,42 @@ func TestLANDiscoveryThreeNodes(t *testing.T) {
 	// The old identity of node 1 was dropped too (it said goodbye when
 	// it restarted).
 	waitPeer(kids[0], "lost", ids[1], time.Second)
+}
+
+// A node's peer table holds at most MaxPeers: a peer first heard while
+// it is full is ignored (anyone on a LAN can announce identities by the
+// thousand, and each costs a link and a name) until a place frees up.
+func TestLANPeerTableIsBounded(t *testing.T) {
+	lantest.VerifyNoLeaks(t)
+	l := lantest.New(t, 4)
+	kids := make([]*lantest.Child, 4)
+	ids := make([]string, 4)
+	for i := range kids {
+		kids[i] = lantest.Spawn(t, l, i, "mdns")
+	}
+	start := func(i, maxPeers int) {
+		var r startReply
+		kids[i].Call("start", startArgs{Username: fmt.Sprintf("user%d", i), Port: 4000 + i, BrowseMaxMS: 300, ExpireAfterMS: 60_000, MaxPeers: maxPeers}, &r)
+		ids[i] = r.Peer
+	}
+	start(0, 2)
+	start(1, 0)
+	start(2, 0)
+	waitPeer(kids[0], "found", ids[1], time.Second)
+	waitPeer(kids[0], "found", ids[2], time.Second)
+	start(3, 0)
+	// Node 3 announces at once and answers node 0's queries (every
+	// 300 ms at most); a second is many chances to be taken in.
+	time.Sleep(time.Second)
+	var table []peerEvent
+	kids[0].Call("peers", nil, &table)
+	if len(table) != 2 || slices.ContainsFunc(table, func(e peerEvent) bool { return e.Peer == ids[3] }) {
+		t.Fatalf("a full table of 2 took in another peer: %+v", table)
+	}
+	// A place frees up: node 3 is taken in at its next answer.
+	kids[1].Call("stop", nil, nil)
+	waitPeer(kids[0], "lost", ids[1], time.Second)
+	waitPeer(kids[0], "found", ids[3], 2*time.Second)
 }
 
 // BenchmarkLANFirstSeen measures how long a node that starts announcing
