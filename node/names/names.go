@@ -11,6 +11,9 @@
 // whose user changes their name is rebound to the new name; the old name
 // keeps pointing to it.
 //
+// The book keeps at most MaxNames names; once full, a new name is refused
+// with ErrFull (names already bound keep answering).
+//
 // # Storage
 //
 // Bucket "node.names":
@@ -25,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"unicode"
 	"unicode/utf8"
 
@@ -37,8 +41,15 @@ const MaxNameSize = 240
 
 var bucketName = []byte("node.names")
 
+// MaxNames bounds the names a book keeps. Names come from unauthenticated
+// sources (anyone on a LAN can announce names by the thousand), so a book
+// must not grow without end: at ≈ 300 bytes a name this is ≈ 30 MB.
+const MaxNames = 100_000
+
 // Errors.
 var (
+	// ErrFull: the book holds MaxNames names; a new one is not kept.
+	ErrFull = errors.New("names: address book full")
 	// ErrConflict: the name is bound to another identity already.
 	ErrConflict = errors.New("names: name is bound to another identity")
 	// ErrInvalid: not a usable name or identity key.
@@ -47,7 +58,9 @@ var (
 
 // Book is the address book. Its methods are safe for concurrent use.
 type Book struct {
-	db *bolt.DB
+	db    *bolt.DB
+	max   int64        // MaxNames, but for tests
+	names atomic.Int64 // names bound, counted at New
 }
 
 // New returns the book kept in db, creating its bucket.
@@ -59,7 +72,17 @@ func New(db *bolt.DB) (*Book, error) {
 	if err != nil {
 		return nil, fmt.Errorf("names: create bucket: %w", err)
 	}
-	return &Book{db: db}, nil
+	b := &Book{db: db, max: MaxNames}
+	db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketName).Cursor()
+		n := int64(0)
+		for k, _ := c.Seek([]byte{'n'}); len(k) > 0 && k[0] == 'n'; k, _ = c.Next() {
+			n++
+		}
+		b.names.Store(n)
+		return nil
+	})
+	return b, nil
 }
 
 // Check reports whether name is a usable username: 1 to MaxNameSize bytes
@@ -93,15 +116,30 @@ func (b *Book) Bind(name string, identity ed25519.PublicKey) error {
 	if len(identity) != ed25519.PublicKeySize {
 		return fmt.Errorf("%w: identity key of %d bytes", ErrInvalid, len(identity))
 	}
-	return b.db.Update(func(tx *bolt.Tx) error {
+	// mDNS repeats every peer's name with each announcement: a binding
+	// that holds already costs a read, not a commit.
+	if id, ok := b.Identity(name); ok && bytes.Equal(id, identity) {
+		if cur, _ := b.Name(identity); cur == name {
+			return nil
+		}
+	}
+	added := false
+	err := b.db.Update(func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bucketName)
 		nk := append([]byte{'n'}, name...)
+		added = false
 		if cur := bk.Get(nk); cur != nil {
 			if !bytes.Equal(cur, identity) {
 				return fmt.Errorf("%w: %q is %x…, not %x…", ErrConflict, name, cur[:4], identity[:4])
 			}
-		} else if err := bk.Put(nk, identity); err != nil {
-			return err
+		} else {
+			if b.names.Load() >= b.max {
+				return fmt.Errorf("%w: %d names", ErrFull, b.max)
+			}
+			if err := bk.Put(nk, identity); err != nil {
+				return err
+			}
+			added = true
 		}
 		ik := append([]byte{'i'}, identity...)
 		if string(bk.Get(ik)) == name {
@@ -109,6 +147,10 @@ func (b *Book) Bind(name string, identity ed25519.PublicKey) error {
 		}
 		return bk.Put(ik, []byte(name))
 	})
+	if err == nil && added {
+		b.names.Add(1)
+	}
+	return err
 }
 
 // Identity returns the identity bound to name.

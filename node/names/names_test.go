@@ -74,3 +74,41 @@ func TestCheck(t *testing.T) {
 		t.Fatalf("short identity: %v", err)
 	}
 }
+
+// TestBookIsBounded: a full book keeps what it has and refuses new names,
+// also after a restart; bindings it holds still answer.
+func TestBookIsBounded(t *testing.T) {
+	b, path := newBook(t)
+	b.max = 3
+	for i, n := range []string{"a", "b", "c"} {
+		if err := b.Bind(n, id(byte(i+1))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Bind("d", id(4)); !errors.Is(err, ErrFull) {
+		t.Fatalf("a fourth name: %v, want ErrFull", err)
+	}
+	if err := b.Bind("a", id(1)); err != nil {
+		t.Fatalf("a name it holds: %v", err)
+	}
+	if _, ok := b.Identity("d"); ok {
+		t.Fatal("the refused name was kept")
+	}
+
+	b.db.Close()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if b, err = New(db); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.names.Load(); got != 3 {
+		t.Fatalf("counted %d names on open, want 3", got)
+	}
+	b.max = 3
+	if err := b.Bind("e", id(5)); !errors.Is(err, ErrFull) {
+		t.Fatalf("a new name after reopening: %v, want ErrFull", err)
+	}
+}
