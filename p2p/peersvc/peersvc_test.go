@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"capnproto.org/go/capnp/v3"
 	"capnproto.org/go/capnp/v3/rpc"
 	"github.com/quicproquo/qpq/internal/chanid"
+	"github.com/quicproquo/qpq/internal/smallfs"
 	"github.com/quicproquo/qpq/rpc/errcode"
 	"github.com/quicproquo/qpq/schema"
 	bolt "go.etcd.io/bbolt"
@@ -625,5 +627,42 @@ func TestRecordChannelFirstDecisionStands(t *testing.T) {
 	_, wasNew, err := a.svc.OpenChannel(context.Background(), b.key, toB)
 	if err != nil || wasNew {
 		t.Fatalf("a's open over P2P: wasNew=%v, %v; b initiates already", wasNew, err)
+	}
+}
+
+// TestEnqueueOnAFullDisk: a node whose disk is full refuses a peer's
+// delivery with resource-exhausted (the sender tries later or leaves it
+// at the home server), not as its own bug, and takes deliveries again
+// once there is space.
+func TestEnqueueOnAFullDisk(t *testing.T) {
+	fs := smallfs.Dir(t, 4<<20)
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	n := &node{key: pub, path: filepath.Join(fs, "node.db")}
+	n.open(t, "bob", Limits{})
+	caller, _, _ := ed25519.GenerateKey(rand.Reader)
+	ns := dial(t, caller, n.svc.Client(caller))
+	if _, err := enqueue(ns, n.key, nil, []byte("before"), 1); err != nil {
+		t.Fatal(err)
+	}
+	filler := filepath.Join(fs, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for err == nil {
+		_, err = f.Write(make([]byte, 64<<10))
+	}
+	f.Close()
+	_, err = enqueue(ns, n.key, nil, bytes.Repeat([]byte("x"), 256<<10), 1)
+	wantCode(t, err, errcode.ResourceExhausted)
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := enqueue(ns, n.key, nil, []byte("after"), 1); err != nil {
+		t.Fatalf("with space again: %v", err)
+	}
+	got, err := n.store.Peek(10)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("inbox holds %d deliveries (%v), want 2", len(got), err)
 	}
 }

@@ -131,9 +131,14 @@ func short(key []byte) string {
 	return hex.EncodeToString(key)
 }
 
-// internal logs err and returns the opaque error a peer sees.
+// internal logs err and returns the opaque error a peer sees: a full
+// disk is resource-exhausted (the peer may try again later, or leave the
+// message at the home server), anything else internal.
 func (s *server) internal(what string, err error) error {
 	s.svc.log.Error("peer call failed", "op", what, "caller", short(s.caller), "err", err)
+	if errcode.Of(errcode.Storage(err)) == errcode.ResourceExhausted {
+		return errcode.Errorf(errcode.ResourceExhausted, "%s: this node's storage is full; try again later", what)
+	}
 	return errcode.Errorf(errcode.Internal, "%s failed on this node", what)
 }
 
