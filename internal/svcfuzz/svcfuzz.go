@@ -17,7 +17,7 @@
 //	then       the struct's words (data, then pointers), zero-padded
 //	then       the bytes that follow the struct in the message
 //
-// Seed turns a well-formed parameter struct into an input, so that a
+// Record turns the calls of a typed client into inputs, so that a
 // corpus starts from calls that reach each method's deeper paths.
 package svcfuzz
 
@@ -116,9 +116,9 @@ func (s Service) parse(b []byte) input {
 	return in
 }
 
-// Seed returns the input that calls method with the parameters build
+// seed returns the input that calls method with the parameters build
 // writes into a struct of size.
-func Seed(method uint16, size capnp.ObjectSize, build func(capnp.Struct) error) ([]byte, error) {
+func seed(method uint16, size capnp.ObjectSize, build func(capnp.Struct) error) ([]byte, error) {
 	if size.DataSize%8 != 0 || size.DataSize/8 > 15 || size.PointerCount > 15 {
 		return nil, fmt.Errorf("svcfuzz: struct size %v does not fit an input", size)
 	}
@@ -279,7 +279,7 @@ type recorder struct {
 }
 
 func (r *recorder) Send(_ context.Context, s capnp.Send) (*capnp.Answer, capnp.ReleaseFunc) {
-	seed, err := Seed(s.Method.MethodID, s.ArgsSize, func(st capnp.Struct) error {
+	in, err := seed(s.Method.MethodID, s.ArgsSize, func(st capnp.Struct) error {
 		if s.PlaceArgs == nil {
 			return nil
 		}
@@ -288,7 +288,7 @@ func (r *recorder) Send(_ context.Context, s capnp.Send) (*capnp.Answer, capnp.R
 	if err != nil {
 		r.err = errors.Join(r.err, fmt.Errorf("method %d: %w", s.Method.MethodID, err))
 	} else {
-		r.seeds = append(r.seeds, seed)
+		r.seeds = append(r.seeds, in)
 	}
 	return capnp.ErrorAnswer(s.Method, errRecorded), func() {}
 }
