@@ -86,7 +86,7 @@ func (n *Node) channelRole(ctx context.Context, peer ed25519.PublicKey) (bool, e
 		ch, err := n.pstore.RecordChannel(n.self, peer, wasNew)
 		return ch.SelfInitiates, err
 	}
-	return false, fmt.Errorf("%s: %w", n.nameOf(peer), errors.Join(append(errs, errUnreachable)...))
+	return false, fmt.Errorf("%s: %w", n.nameOf(peer), errors.Join(append(errs, n.noPath())...))
 }
 
 // fetchKeyPackage gets one of peer's KeyPackages: from the peer itself,
@@ -118,7 +118,7 @@ func (n *Node) fetchKeyPackage(ctx context.Context, peer ed25519.PublicKey) (*ml
 		}
 	}
 	if len(errs) > 0 {
-		return nil, fmt.Errorf("%s: %w", n.nameOf(peer), errors.Join(append(errs, errUnreachable)...))
+		return nil, fmt.Errorf("%s: %w", n.nameOf(peer), errors.Join(append(errs, n.noPath())...))
 	}
 	return nil, fmt.Errorf("%w: %s has no KeyPackages on offer", errUnreachable, n.nameOf(peer))
 }
@@ -230,11 +230,19 @@ func (n *Node) History(conversation string, max int) ([]History, error) {
 	if err != nil {
 		return nil, err
 	}
+	held, err := n.outbox.Undelivered(c.ID)
+	if err != nil {
+		return nil, err
+	}
 	name := n.convNameByID(c.ID)
 	out := make([]History, 0, len(ms))
 	for _, m := range ms {
-		out = append(out, History{Conversation: name, From: n.nameOf(m.Sender[:]), ID: m.ID.String(),
-			Text: m.Text, Via: m.Via, Time: m.Time})
+		h := History{Conversation: name, From: n.nameOf(m.Sender[:]), ID: m.ID.String(),
+			Text: m.Text, Via: m.Via, Time: m.Time}
+		for _, r := range held[m.ID] {
+			h.WaitingFor = append(h.WaitingFor, n.nameOf(r[:]))
+		}
+		out = append(out, h)
 	}
 	return out, nil
 }

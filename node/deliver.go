@@ -35,14 +35,14 @@ func (n *Node) deliver(ctx context.Context, it outbox.Item) (string, error) {
 	if err != nil {
 		return "", outbox.Permanent(err)
 	}
-	var directErr error
 	if n.directAllowed(to) {
 		start := time.Now()
-		if directErr = n.enqueueDirect(ctx, to, sealed); directErr == nil {
+		err := n.enqueueDirect(ctx, to, sealed)
+		if err == nil {
 			n.log.Debug("delivered", "to", n.nameOf(to), "via", outbox.ViaDirect, "took", time.Since(start), "seq", it.Seq)
 			return outbox.ViaDirect, nil
 		}
-		n.log.Info("direct delivery failed; using the home server for a while", "to", n.nameOf(to), "err", directErr, "seq", it.Seq)
+		n.log.Info("direct delivery failed; not trying it again for a while", "to", n.nameOf(to), "err", err, "seq", it.Seq)
 		n.mu.Lock()
 		n.coolOff[string(to)] = time.Now().Add(n.cfg.DirectCoolOff)
 		n.mu.Unlock()
@@ -54,10 +54,7 @@ func (n *Node) deliver(ctx context.Context, it outbox.Item) (string, error) {
 		n.log.Debug("delivered", "to", n.nameOf(to), "via", outbox.ViaServer, "seq", it.Seq)
 		return outbox.ViaServer, nil
 	}
-	if directErr != nil {
-		return "", directErr
-	}
-	return "", errUnreachable
+	return "", n.noPath() // a direct attempt's own error is in the log above
 }
 
 // directAllowed reports whether a direct attempt is worth making: the peer
@@ -157,7 +154,7 @@ func (n *Node) hybridKey(ctx context.Context, identity ed25519.PublicKey) (*seal
 		errs = append(errs, err)
 	}
 	if len(errs) == 0 {
-		return nil, fmt.Errorf("no hybrid key for %s: %w", shortID(identity), errUnreachable)
+		return nil, fmt.Errorf("no hybrid key for %s: %w", shortID(identity), n.noPath())
 	}
 	return nil, fmt.Errorf("no hybrid key for %s: %w", shortID(identity), errors.Join(errs...))
 }

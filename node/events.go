@@ -65,6 +65,27 @@ type Sent struct {
 	To           string `json:"to"`
 }
 
+// Delivery: what this node sends to a recipient is held up — no path
+// reaches them now, and it is kept until one does (State "waiting", with
+// the error's Code and Message) — or gets through again (State "resumed",
+// with Via). One event per change, per recipient. Conversation is where
+// the held-up (or first resumed) item belongs.
+type Delivery struct {
+	To           string `json:"to"`
+	Identity     string `json:"identity"`
+	Conversation string `json:"conversation"`
+	State        string `json:"state"`
+	Via          string `json:"via,omitempty"`
+	Code         string `json:"code,omitempty"`
+	Message      string `json:"message,omitempty"`
+}
+
+// Delivery states.
+const (
+	DeliveryWaiting = "waiting"
+	DeliveryResumed = "resumed"
+)
+
 // History: one stored message, oldest first, answering /history.
 type History struct {
 	Conversation string    `json:"conversation"`
@@ -73,6 +94,9 @@ type History struct {
 	Text         string    `json:"text"`
 	Via          string    `json:"via"` // "direct", "server" or "sent" (this node's own)
 	Time         time.Time `json:"time"`
+	// WaitingFor names the recipients one of this node's own messages
+	// has not reached yet (it is still in the outbox).
+	WaitingFor []string `json:"waiting_for,omitempty"`
 }
 
 // Error: a command failed, or something went wrong that the user should
@@ -114,6 +138,7 @@ func (Peer) Type() string         { return "peer" }
 func (Conversation) Type() string { return "conversation" }
 func (Message) Type() string      { return "message" }
 func (Sent) Type() string         { return "sent" }
+func (Delivery) Type() string     { return "delivery" }
 func (History) Type() string      { return "history" }
 func (Error) Type() string        { return "error" }
 func (Pin) Type() string          { return "pin" }

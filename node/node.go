@@ -146,6 +146,7 @@ type Node struct {
 	relays    map[peer.ID]bool          // Config.Relays and the home server's (learnRelay)
 	records   map[string][]ma.Multiaddr // identity → addresses of its last endpoint record
 	conflicts map[string]bool           // name + identity claims already reported
+	held      map[string]bool           // recipients reported as waiting (Delivery), until they are reached
 	// hybridKeys caches parsed keys of node.hybrid (which never change).
 	hybridKeys map[string]*seal.PublicKey
 	running    bool
@@ -207,6 +208,7 @@ func Open(ctx context.Context, cfg Config) (n *Node, err error) {
 		relays:    make(map[peer.ID]bool),
 		reachKick: make(chan struct{}, 1),
 		conflicts: make(map[string]bool),
+		held:      make(map[string]bool),
 
 		hybridKeys: make(map[string]*seal.PublicKey),
 	}
@@ -308,6 +310,7 @@ func (n *Node) openStores() error {
 	}
 	ocfg := n.cfg.Outbox
 	ocfg.OnResult = n.onResult
+	ocfg.OnWaiting = n.onWaiting
 	ocfg.Logger = n.cfg.Logger
 	if n.outbox, err = outbox.New(n.db, outbox.DeliverFunc(n.deliver), ocfg); err != nil {
 		return err
@@ -787,8 +790,37 @@ func (n *Node) onConvEvent(ev conv.Event) {
 	}
 }
 
-// onResult turns delivery outcomes into Sent (or Error) events.
+// onWaiting reports a recipient that what this node sends cannot reach
+// now, once until it is reached again.
+func (n *Node) onWaiting(it outbox.Item, err error) {
+	n.mu.Lock()
+	told := n.held[string(it.Recipient[:])]
+	n.held[string(it.Recipient[:])] = true
+	n.mu.Unlock()
+	if !told {
+		n.emit(n.delivery(it, DeliveryWaiting, "", err))
+	}
+}
+
+func (n *Node) delivery(it outbox.Item, state, via string, err error) Delivery {
+	d := Delivery{To: n.nameOf(it.Recipient[:]), Identity: hex.EncodeToString(it.Recipient[:]),
+		Conversation: n.convNameByID(it.Conversation), State: state, Via: via}
+	if err != nil {
+		d.Code, d.Message = string(codeOf(err)), messageOf(err)
+	}
+	return d
+}
+
+// onResult turns delivery outcomes into Sent (or Error) events, after
+// the Delivery that ends a recipient's wait.
 func (n *Node) onResult(r outbox.Result) {
+	n.mu.Lock()
+	held := n.held[string(r.Item.Recipient[:])]
+	delete(n.held, string(r.Item.Recipient[:])) // a dropped item ends the wait too: the next one is judged afresh
+	n.mu.Unlock()
+	if held && r.Err == nil {
+		n.emit(n.delivery(r.Item, DeliveryResumed, r.Via, nil))
+	}
 	if r.Err != nil {
 		n.emit(Error{Code: string(codeOf(r.Err)), Message: fmt.Sprintf("a message to %s was dropped: %s",
 			n.nameOf(r.Item.Recipient[:]), messageOf(r.Err))})

@@ -22,6 +22,7 @@ import (
 	"github.com/quicproquo/qpq/node/identity"
 	"github.com/quicproquo/qpq/node/internal/nodetest"
 	"github.com/quicproquo/qpq/node/keys"
+	"github.com/quicproquo/qpq/node/outbox"
 	"github.com/quicproquo/qpq/p2p"
 	"github.com/quicproquo/qpq/p2p/mdns"
 	"github.com/quicproquo/qpq/rpc"
@@ -82,6 +83,7 @@ func (tn *tnode) start() {
 		Link:        p2p.LinkConfig{Heartbeat: 200 * time.Millisecond, DeadAfter: time.Second, RedialMax: time.Second},
 		OnEvent:     tn.log.Add,
 		ServerOnly:  tn.serverOnly,
+		Outbox:      outbox.Config{WaitingAfter: 100 * time.Millisecond},
 	}
 	if tn.srv != nil {
 		cfg.Server = tn.srv.Addr
@@ -314,6 +316,23 @@ func TestServerDM(t *testing.T) {
 			t.Errorf("%s is server-only but linked to %+v", tn.name, ps)
 		}
 	}
+
+	// With the home server down too, what alice sends waits, and she is
+	// told why; it goes out when the server is back.
+	srv.Stop()
+	wait(alice, "server down", func(s Server) bool { return s.State == "down" })
+	if _, err := alice.n.Send("bob", "while the server is down"); err != nil {
+		t.Fatal(err)
+	}
+	d := wait(alice, "waiting", func(Delivery) bool { return true })
+	if d.State != DeliveryWaiting || d.To != "bob" || d.Message != "not reachable: no link to the peer, and the home server is not connected" {
+		t.Fatalf("delivery %+v", d)
+	}
+	srv.Start()
+	if d := wait(alice, "resumed", func(Delivery) bool { return true }); d.State != DeliveryResumed || d.Via != "server" {
+		t.Fatalf("delivery %+v", d)
+	}
+	bob.waitText("alice", "while the server is down")
 }
 
 // TestReachThroughServer: two nodes that do not see each other on a LAN
@@ -575,5 +594,71 @@ func TestLostLANPeerIsNoLongerDialed(t *testing.T) {
 	}
 	if !alice.n.host.Wanted(friend.ID) {
 		t.Error("a peer given with AddPeer is no longer dialed after mDNS lost it")
+	}
+}
+
+// TestHeldDelivery: a message to a peer that is gone is kept, the node
+// says so (Delivery "waiting", and /history marks the message), and it
+// goes out when the peer is back, which the node says too.
+func TestHeldDelivery(t *testing.T) {
+	leakCheck(t)
+	alice, bob := newNode(t, "alice", nil), newNode(t, "bob", nil)
+	link(alice, bob)
+	ctx := context.Background()
+	if _, err := alice.n.DM(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	wait(bob, "DM with alice", func(c Conversation) bool { return c.Name == "alice" && c.Status == "active" })
+	first, err := alice.n.Send("bob", "before")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait(alice, "sent", func(s Sent) bool { return s.ID == first })
+
+	bob.stop()
+	wait(alice, "bob's link down", func(p Peer) bool { return p.User == "bob" && p.Link == "down" })
+	held, err := alice.n.Send("bob", "are you there?")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := wait(alice, "waiting", func(d Delivery) bool { return true })
+	if d.State != DeliveryWaiting || d.To != "bob" || d.Conversation != "bob" || d.Code != "failed-precondition" ||
+		d.Message != "not reachable: no link to the peer and no home server" {
+		t.Fatalf("delivery %+v, want bob waiting", d)
+	}
+	hs, err := alice.n.History("bob", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	marks := map[string][]string{}
+	for _, h := range hs {
+		marks[h.ID] = h.WaitingFor
+	}
+	if _, ok := marks[first]; !ok || len(marks[first]) > 0 || fmt.Sprint(marks[held]) != "[bob]" {
+		t.Fatalf("history marks %v, want only the second message waiting for bob", marks)
+	}
+
+	bob.log.Reset()
+	bob.start()
+	link(bob, alice)
+	bob.waitText("alice", "are you there?")
+	d = wait(alice, "resumed", func(d Delivery) bool { return true })
+	if d.State != DeliveryResumed || d.To != "bob" || d.Via != "direct" {
+		t.Fatalf("delivery %+v, want bob resumed, direct", d)
+	}
+	wait(alice, "sent", func(s Sent) bool { return s.ID == held })
+	hs, err = alice.n.History("bob", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hs {
+		if len(h.WaitingFor) > 0 {
+			t.Fatalf("%q still marked waiting for %v", h.Text, h.WaitingFor)
+		}
+	}
+	for _, ev := range alice.log.All() {
+		if d, ok := ev.(Delivery); ok {
+			t.Fatalf("a third delivery event: %+v", d)
+		}
 	}
 }

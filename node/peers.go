@@ -24,8 +24,19 @@ import (
 // Errors of name resolution and reachability.
 var (
 	errNoSuchUser  = errors.New("no such user on the LAN or at the home server")
-	errUnreachable = errors.New("not reachable: no link to the peer and no home server")
+	errUnreachable = errors.New("not reachable")
+	errNoPath      = fmt.Errorf("%w: no link to the peer and no home server", errUnreachable)
+	errServerDown  = fmt.Errorf("%w: no link to the peer, and the home server is not connected", errUnreachable)
 )
+
+// noPath is the error for a peer that neither a link nor the home server
+// reaches now.
+func (n *Node) noPath() error {
+	if n.home != nil {
+		return errServerDown
+	}
+	return errNoPath
+}
 
 // onLink tracks link states, reports them, and on a link coming up
 // retries what waits for that peer and learns its name. Links to relays
@@ -159,7 +170,7 @@ func (n *Node) askName(ctx context.Context, identity ed25519.PublicKey) (string,
 	}
 	id, err := p2p.PeerID(identity)
 	if err != nil || n.link(identity) == p2p.LinkDown {
-		return "", errUnreachable
+		return "", n.noPath()
 	}
 	ns, err := n.host.NodeService(ctx, id)
 	if err != nil {

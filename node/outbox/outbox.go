@@ -76,6 +76,7 @@ const (
 	DefaultMaxBackoff     = 30 * time.Second
 	DefaultAttemptTimeout = 30 * time.Second
 	DefaultMaxParallel    = 16
+	DefaultWaitingAfter   = 2 * time.Second
 )
 
 var bucketName = []byte("outbox")
@@ -169,6 +170,14 @@ type Config struct {
 	// in order, from the goroutine delivering to it. It must not block
 	// for long, and must not call Run.
 	OnResult func(Result)
+	// OnWaiting, if set, is told once per item and run of the outbox that
+	// the item is stuck: an attempt failed (err, retryable) and the item
+	// is at least WaitingAfter old (DefaultWaitingAfter), so a failure
+	// that the next quick retry cures goes unreported. Only the item at
+	// the head of its recipient's queue is attempted, so only it is
+	// reported; the items behind it wait too. Called like OnResult.
+	OnWaiting    func(it Item, err error)
+	WaitingAfter time.Duration
 	// Logger receives failed attempts at debug level and storage errors
 	// at error level (never message content). Default: discard.
 	Logger *slog.Logger
@@ -210,6 +219,9 @@ func New(db *bolt.DB, d Deliverer, cfg Config) (*Outbox, error) {
 	}
 	if cfg.MaxParallel <= 0 {
 		cfg.MaxParallel = DefaultMaxParallel
+	}
+	if cfg.WaitingAfter <= 0 {
+		cfg.WaitingAfter = DefaultWaitingAfter
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -388,6 +400,7 @@ func (o *Outbox) work(ctx context.Context, r [RecipientSize]byte, w *worker) {
 		o.mu.Unlock()
 	}()
 	attempts := 0
+	var told uint64 // seq of the item OnWaiting was told of (seqs start at 1)
 	for ctx.Err() == nil {
 		it, ok, err := o.head(r)
 		if err != nil {
@@ -411,6 +424,10 @@ func (o *Outbox) work(ctx context.Context, r [RecipientSize]byte, w *worker) {
 				return
 			}
 			o.log.Debug("delivery failed; will retry", "seq", it.Seq, "attempt", attempts, "err", err)
+			if o.cfg.OnWaiting != nil && told != it.Seq && time.Since(it.Created) >= o.cfg.WaitingAfter {
+				told = it.Seq
+				o.cfg.OnWaiting(it, err)
+			}
 			if !o.wait(ctx, w, attempts) {
 				return
 			}
@@ -550,6 +567,29 @@ func (o *Outbox) Pending() ([]Item, error) {
 	return out, nil
 }
 
+// Undelivered returns the application messages of conversation that are
+// still stored, each with the recipients it has not reached yet (ordered
+// by identity key).
+func (o *Outbox) Undelivered(conversation []byte) (map[payload.ID][][RecipientSize]byte, error) {
+	out := map[payload.ID][][RecipientSize]byte{}
+	err := o.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketName).ForEach(func(k, v []byte) error {
+			it, _, err := decodeHeader(k, v)
+			if err != nil {
+				return err
+			}
+			if !it.MessageID.IsZero() && bytes.Equal(it.Conversation, conversation) {
+				out[it.MessageID] = append(out[it.MessageID], it.Recipient)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("outbox: %w", err)
+	}
+	return out, nil
+}
+
 func itemKey(r [RecipientSize]byte, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(append(make([]byte, 0, RecipientSize+8), r[:]...), seq)
 }
@@ -568,12 +608,23 @@ func encodeItem(it Item) []byte {
 
 // decodeItem decodes a stored item, copying out of bbolt's memory.
 func decodeItem(k, v []byte) (Item, error) {
-	var it Item
+	it, data, err := decodeHeader(k, v)
+	if err != nil {
+		return it, err
+	}
+	it.Conversation = bytes.Clone(it.Conversation)
+	it.Data = bytes.Clone(data)
+	return it, nil
+}
+
+// decodeHeader decodes all of a stored item but its data, which it
+// returns apart; Conversation and the data point into v.
+func decodeHeader(k, v []byte) (it Item, data []byte, err error) {
 	if len(k) != RecipientSize+8 {
-		return it, fmt.Errorf("%w: key of %d bytes", ErrCorrupt, len(k))
+		return it, nil, fmt.Errorf("%w: key of %d bytes", ErrCorrupt, len(k))
 	}
 	if len(v) < valueHeaderSize || v[0] != formatV1 {
-		return it, fmt.Errorf("%w: bad header", ErrCorrupt)
+		return it, nil, fmt.Errorf("%w: bad header", ErrCorrupt)
 	}
 	copy(it.Recipient[:], k)
 	it.Seq = binary.BigEndian.Uint64(k[RecipientSize:])
@@ -582,9 +633,8 @@ func decodeItem(k, v []byte) (Item, error) {
 	c := int(v[valueHeaderSize-1])
 	rest := v[valueHeaderSize:]
 	if len(rest) < c+1 || len(rest)-c > MaxDataSize {
-		return it, fmt.Errorf("%w: bad lengths", ErrCorrupt)
+		return it, nil, fmt.Errorf("%w: bad lengths", ErrCorrupt)
 	}
-	it.Conversation = bytes.Clone(rest[:c])
-	it.Data = bytes.Clone(rest[c:])
-	return it, nil
+	it.Conversation = rest[:c:c]
+	return it, rest[c:], nil
 }

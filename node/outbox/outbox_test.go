@@ -159,6 +159,24 @@ func (r *recorder) Deliver(ctx context.Context, it Item) (string, error) {
 
 var _ Deliverer = (*recorder)(nil)
 
+// newOutbox opens an outbox on a fresh database with cfg (the fast
+// backoffs when it sets none) that delivers through a recorder failing as
+// fail says, and collects its results.
+func newOutbox(t *testing.T, fail func(Item, int) error, cfg Config) (*Outbox, *recorder, *results) {
+	t.Helper()
+	db, _ := tempDB(t)
+	if cfg.MinBackoff == 0 {
+		cfg.MinBackoff, cfg.MaxBackoff = fast.MinBackoff, fast.MaxBackoff
+	}
+	rec, res := newRecorder(t, fail), newResults()
+	cfg.OnResult = res.onResult
+	o, err := New(db, rec, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o, rec, res
+}
+
 func pending(t *testing.T, o *Outbox) []Item {
 	t.Helper()
 	items, err := o.Pending()
@@ -170,22 +188,14 @@ func pending(t *testing.T, o *Outbox) []Item {
 
 func TestOrderPerRecipientWithFailures(t *testing.T) {
 	leakCheck(t)
-	db, _ := tempDB(t)
 	// Every third call fails: retries interleave with other recipients'
 	// deliveries, yet each recipient's items arrive in enqueue order.
-	rec := newRecorder(t, func(_ Item, call int) error {
+	o, rec, res := newOutbox(t, func(_ Item, call int) error {
 		if call%3 == 0 {
 			return errors.New("peer unreachable")
 		}
 		return nil
-	})
-	res := newResults()
-	cfg := fast
-	cfg.OnResult = res.onResult
-	o, err := New(db, rec, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	}, Config{})
 	recipients := [][RecipientSize]byte{key(1), key(2), key(3)}
 	want := map[[RecipientSize]byte][]uint64{}
 	enqueue := func(n int) {
@@ -226,17 +236,12 @@ func TestOrderPerRecipientWithFailures(t *testing.T) {
 
 func TestRetriesUntilDelivered(t *testing.T) {
 	leakCheck(t)
-	db, _ := tempDB(t)
-	rec := newRecorder(t, func(_ Item, call int) error {
+	o, _, res := newOutbox(t, func(_ Item, call int) error {
 		if call <= 3 {
 			return errors.New("home server down")
 		}
 		return nil
-	})
-	res := newResults()
-	cfg := fast
-	cfg.OnResult = res.onResult
-	o, _ := New(db, rec, cfg)
+	}, Config{})
 	startRun(t, o)
 	it, err := o.Enqueue(item(key(1), 0))
 	if err != nil {
@@ -407,18 +412,13 @@ func TestRemovedOnlyAfterSuccess(t *testing.T) {
 
 func TestPermanentErrorDropsItem(t *testing.T) {
 	leakCheck(t)
-	db, _ := tempDB(t)
 	bad := errors.New("recipient has no account")
-	rec := newRecorder(t, func(it Item, _ int) error {
+	o, _, res := newOutbox(t, func(it Item, _ int) error {
 		if bytes.HasPrefix(it.Data, []byte("sealed 0")) {
 			return fmt.Errorf("server: %w", Permanent(bad))
 		}
 		return nil
-	})
-	res := newResults()
-	cfg := fast
-	cfg.OnResult = res.onResult
-	o, _ := New(db, rec, cfg)
+	}, Config{})
 	startRun(t, o)
 	first, _ := o.Enqueue(item(key(5), 0))
 	second, _ := o.Enqueue(item(key(5), 1))
@@ -697,15 +697,8 @@ func BenchmarkBoltPutBaseline(b *testing.B) {
 // back with it, and delivery starts only once it committed.
 func TestEnqueueTx(t *testing.T) {
 	leakCheck(t)
-	db, _ := tempDB(t)
-	rec := newRecorder(t, nil)
-	res := newResults()
-	cfg := fast
-	cfg.OnResult = res.onResult
-	o, err := New(db, rec, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	o, _, res := newOutbox(t, nil, Config{})
+	db := o.db
 	startRun(t, o)
 	other := []byte("other")
 	mustCreate := func(tx *bolt.Tx) {
@@ -716,7 +709,7 @@ func TestEnqueueTx(t *testing.T) {
 
 	// Rolled back: neither the caller's write nor the items remain.
 	boom := errors.New("boom")
-	err = db.Update(func(tx *bolt.Tx) error {
+	err := db.Update(func(tx *bolt.Tx) error {
 		mustCreate(tx)
 		if _, err := o.EnqueueTx(tx, item(key(1), 0), item(key(2), 0)); err != nil {
 			t.Fatal(err)
@@ -768,4 +761,107 @@ func TestEnqueueTx(t *testing.T) {
 	if _, err := o.EnqueueTx(nil, Item{}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("EnqueueTx of an empty item: %v", err)
 	}
+}
+
+// TestOnWaiting: an item that keeps failing is reported once per run,
+// when it is old enough; a failure cured before then is not reported.
+func TestOnWaiting(t *testing.T) {
+	leakCheck(t)
+	old, fresh := key(1), key(2)
+	type report struct {
+		seq uint64
+		err error
+	}
+	reports := make(chan report, 16)
+	o, rec, res := newOutbox(t, func(it Item, _ int) error {
+		if bytes.Equal(it.Data, []byte("fail")) {
+			return errors.New("no path")
+		}
+		return nil
+	}, Config{WaitingAfter: time.Hour, OnWaiting: func(it Item, err error) { reports <- report{it.Seq, err} }})
+
+	// Older than WaitingAfter: reported at its first failure, and only
+	// then, however often it fails after.
+	stuck := item(old, 0)
+	stuck.Created = time.Now().Add(-2 * time.Hour)
+	stuck.Data = []byte("fail")
+	stuck, err := o.Enqueue(stuck)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Young: its failures are not reported.
+	young := item(fresh, 0)
+	young.Data = []byte("fail")
+	if _, err := o.Enqueue(young); err != nil {
+		t.Fatal(err)
+	}
+	stop := startRun(t, o)
+	select {
+	case r := <-reports:
+		if r.seq != stuck.Seq || r.err == nil || r.err.Error() != "no path" {
+			t.Fatalf("reported %+v, want seq %d with its error", r, stuck.Seq)
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("the stuck item was not reported")
+	}
+	for {
+		rec.mu.Lock()
+		calls := rec.calls
+		rec.mu.Unlock()
+		if calls >= 40 { // both items failed many times over
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	stop()
+	if len(reports) != 0 {
+		t.Fatalf("%d more reports, want the one", len(reports))
+	}
+	if len(res.ch) != 0 {
+		t.Fatalf("%d results for items that never went", len(res.ch))
+	}
+}
+
+// TestUndelivered lists each application message of a conversation with
+// the recipients it has yet to reach.
+func TestUndelivered(t *testing.T) {
+	leakCheck(t)
+	reached, away := key(2), key(3)
+	o, _, res := newOutbox(t, func(it Item, _ int) error {
+		if it.Recipient == away {
+			return errors.New("no path")
+		}
+		return nil
+	}, Config{})
+	conv := []byte("group")
+	msg := payload.NewID()
+	var items []Item
+	for _, r := range [][RecipientSize]byte{reached, away} {
+		items = append(items, Item{Recipient: r, Conversation: conv, MessageID: msg, Data: []byte("m")})
+	}
+	items = append(items,
+		Item{Recipient: away, Conversation: conv, Data: []byte("a commit")},                                  // no message id
+		Item{Recipient: away, Conversation: []byte("other"), MessageID: payload.NewID(), Data: []byte("m2")}, // another conversation
+	)
+	for _, it := range items {
+		if _, err := o.Enqueue(it); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(want ...[RecipientSize]byte) {
+		t.Helper()
+		got, err := o.Undelivered(conv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || fmt.Sprint(got[msg]) != fmt.Sprint(want) {
+			t.Fatalf("undelivered %v, want %v for the one message", got, want)
+		}
+	}
+	check(reached, away)
+	startRun(t, o)
+	if r := res.next(t); r.Item.Recipient != reached || r.Err != nil {
+		t.Fatalf("result %+v", r)
+	}
+	check(away)
 }

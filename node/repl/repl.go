@@ -469,9 +469,20 @@ func (r *REPL) human(ev node.Event) string {
 	case node.Message:
 		return fmt.Sprintf("%s %s %s\n", r.color(bold, "["+visible(ev.Conversation)+"]"), r.color(cyan, visible(ev.From)+":"), textBlock(ev.Text))
 	case node.History:
-		return fmt.Sprintf("%s %s %s\n", r.color(dim, ev.Time.Local().Format("Jan 2 15:04")), r.color(cyan, visible(ev.From)+":"), textBlock(ev.Text))
+		s := fmt.Sprintf("%s %s %s", r.color(dim, ev.Time.Local().Format("Jan 2 15:04")), r.color(cyan, visible(ev.From)+":"), textBlock(ev.Text))
+		if len(ev.WaitingFor) > 0 {
+			s += r.color(yel, " (waiting for "+visibleList(ev.WaitingFor)+")")
+		}
+		return s + "\n"
 	case node.Sent:
-		return "" // quiet: a person sees a failure, not every success
+		return "" // quiet: a person sees a failure or a wait, not every success
+	case node.Delivery:
+		conv, to := r.color(bold, "["+visible(ev.Conversation)+"]"), visible(ev.To)
+		if ev.State == node.DeliveryResumed {
+			return fmt.Sprintf("%s %s\n", conv, r.color(green, fmt.Sprintf("reached %s again (%s): sending what was kept", to, ev.Via)))
+		}
+		return fmt.Sprintf("%s %s\n", conv, r.color(yel, fmt.Sprintf("waiting for %s: %s — your messages are kept and go out once %s can be reached",
+			to, visible(ev.Message), to)))
 	case node.Error:
 		return r.color(red, fmt.Sprintf("error (%s): %s\n", ev.Code, visible(ev.Message)))
 	case node.Pin:

@@ -301,3 +301,34 @@ func FuzzVisible(f *testing.F) {
 		}
 	})
 }
+
+// TestHeldDeliveryIsShown: a person sees when messages to someone are
+// held up and when they go out again, and /history marks what has not
+// reached everyone; a Sent alone stays quiet.
+func TestHeldDeliveryIsShown(t *testing.T) {
+	var out strings.Builder
+	r := New(&out, Config{})
+	r.Event(node.Sent{Conversation: "bob", ID: "01", Via: "direct", To: "bob"})
+	if out.Len() != 0 {
+		t.Fatalf("a Sent printed %q", out.String())
+	}
+	r.Event(node.Delivery{To: "bob", Conversation: "bob", State: node.DeliveryWaiting, Code: "failed-precondition", Message: "not reachable: no link to the peer and no home server"})
+	r.Event(node.History{From: "alice", Text: "are you there?", WaitingFor: []string{"bob", "carol\x1b[2J"}})
+	r.Event(node.History{From: "alice", Text: "delivered"})
+	r.Event(node.Delivery{To: "bob", Conversation: "bob", State: node.DeliveryResumed, Via: "direct"})
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	want := []*regexp.Regexp{
+		regexp.MustCompile(`^\[bob\] waiting for bob: not reachable: no link to the peer and no home server — your messages are kept and go out once bob can be reached$`),
+		regexp.MustCompile(`alice: are you there\? \(waiting for bob, carol\^\[\[2J\)$`),
+		regexp.MustCompile(`alice: delivered$`),
+		regexp.MustCompile(`^\[bob\] reached bob again \(direct\): sending what was kept$`),
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("printed %q", out.String())
+	}
+	for i, re := range want {
+		if !re.MatchString(lines[i]) {
+			t.Errorf("line %d: %q does not match %s", i, lines[i], re)
+		}
+	}
+}

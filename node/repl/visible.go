@@ -48,6 +48,15 @@ func escape(b *strings.Builder, r rune) {
 // shown, line breaks included.
 func visible(s string) string { return show(s, false) }
 
+// visibleList returns names, each made visible, separated by commas.
+func visibleList(names []string) string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = visible(n)
+	}
+	return strings.Join(out, ", ")
+}
+
 // textBlock returns a message's text for the terminal: as visible, but
 // its line breaks stay, and every line after the first is indented, so
 // that no line of a message can pass for a message of its own (someone
