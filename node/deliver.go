@@ -12,6 +12,7 @@ import (
 	"github.com/quicproquo/qpq/node/outbox"
 	"github.com/quicproquo/qpq/p2p"
 	"github.com/quicproquo/qpq/rpc"
+	"github.com/quicproquo/qpq/rpc/errcode"
 	"github.com/quicproquo/qpq/schema"
 	"github.com/quicproquo/qpq/seal"
 )
@@ -49,7 +50,11 @@ func (n *Node) deliver(ctx context.Context, it outbox.Item) (string, error) {
 	}
 	if c := n.serverClient(); c != nil {
 		if _, err := c.Enqueue(ctx, to, nil, sealed); err != nil {
-			return "", err
+			if _, answered := errcode.Find(err); answered && !errors.Is(err, rpc.ErrDisconnected) {
+				return "", err // the server's own answer (a full inbox, say)
+			}
+			n.log.Info("home server delivery failed", "to", n.nameOf(to), "err", err, "seq", it.Seq)
+			return "", errServerSilent
 		}
 		n.log.Debug("delivered", "to", n.nameOf(to), "via", outbox.ViaServer, "seq", it.Seq)
 		return outbox.ViaServer, nil

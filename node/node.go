@@ -932,7 +932,7 @@ func codeOf(err error) errcode.Code {
 		return errcode.PermissionDenied
 	case errors.Is(err, names.ErrInvalid):
 		return errcode.InvalidArgument
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, rpc.ErrDisconnected):
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, rpc.ErrDisconnected), errors.Is(err, outbox.ErrNoAnswerYet):
 		return errcode.FailedPrecondition
 	}
 	return errcode.Of(err)

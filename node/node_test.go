@@ -83,7 +83,7 @@ func (tn *tnode) start() {
 		Link:        p2p.LinkConfig{Heartbeat: 200 * time.Millisecond, DeadAfter: time.Second, RedialMax: time.Second},
 		OnEvent:     tn.log.Add,
 		ServerOnly:  tn.serverOnly,
-		Outbox:      outbox.Config{WaitingAfter: 100 * time.Millisecond},
+		Outbox:      outbox.Config{WaitingAfter: time.Second}, // above DirectTimeout: a failed dial is a failure, not a slow attempt
 	}
 	if tn.srv != nil {
 		cfg.Server = tn.srv.Addr

@@ -23,10 +23,11 @@ import (
 
 // Errors of name resolution and reachability.
 var (
-	errNoSuchUser  = errors.New("no such user on the LAN or at the home server")
-	errUnreachable = errors.New("not reachable")
-	errNoPath      = fmt.Errorf("%w: no link to the peer and no home server", errUnreachable)
-	errServerDown  = fmt.Errorf("%w: no link to the peer, and the home server is not connected", errUnreachable)
+	errNoSuchUser   = errors.New("no such user on the LAN or at the home server")
+	errUnreachable  = errors.New("not reachable")
+	errNoPath       = fmt.Errorf("%w: no link to the peer and no home server", errUnreachable)
+	errServerDown   = fmt.Errorf("%w: no link to the peer, and the home server is not connected", errUnreachable)
+	errServerSilent = fmt.Errorf("%w: no link to the peer, and the home server did not answer", errUnreachable)
 )
 
 // noPath is the error for a peer that neither a link nor the home server

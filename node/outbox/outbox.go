@@ -88,6 +88,9 @@ var (
 	ErrInvalid = errors.New("outbox: invalid item")
 	ErrRunning = errors.New("outbox: already running")
 	ErrCorrupt = errors.New("outbox: stored item is corrupt")
+	// ErrNoAnswerYet is what OnWaiting is told of an attempt that has
+	// run for WaitingAfter and not ended yet.
+	ErrNoAnswerYet = errors.New("no answer yet; still trying")
 )
 
 // Item is one sealed message for one recipient.
@@ -172,10 +175,12 @@ type Config struct {
 	OnResult func(Result)
 	// OnWaiting, if set, is told once per item and run of the outbox that
 	// the item is stuck: an attempt failed (err, retryable) and the item
-	// is at least WaitingAfter old (DefaultWaitingAfter), so a failure
-	// that the next quick retry cures goes unreported. Only the item at
-	// the head of its recipient's queue is attempted, so only it is
-	// reported; the items behind it wait too. Called like OnResult.
+	// has waited for at least WaitingAfter (DefaultWaitingAfter) in this
+	// run (since it was made, or since Run began), so a failure
+	// that the next quick retry cures goes unreported; or an attempt has
+	// run for WaitingAfter and goes on (err is ErrNoAnswerYet). Only the
+	// item at the head of its recipient's queue is attempted, so only it
+	// is reported; the items behind it wait too. Called like OnResult.
 	OnWaiting    func(it Item, err error)
 	WaitingAfter time.Duration
 	// Logger receives failed attempts at debug level and storage errors
@@ -194,6 +199,7 @@ type Outbox struct {
 
 	mu      sync.Mutex // guards the fields below
 	ctx     context.Context
+	started time.Time // when Run began
 	running bool
 	workers map[[RecipientSize]byte]*worker
 	wg      sync.WaitGroup // workers; Add only under mu while running
@@ -353,7 +359,7 @@ func (o *Outbox) Run(ctx context.Context) error {
 		o.mu.Unlock()
 		return ErrRunning
 	}
-	o.running, o.ctx = true, ctx
+	o.running, o.ctx, o.started = true, ctx, time.Now()
 	o.mu.Unlock()
 
 	recipients, err := o.recipients()
@@ -384,14 +390,17 @@ func (o *Outbox) startLocked(r [RecipientSize]byte) {
 	w := &worker{kick: make(chan struct{}, 1)}
 	o.workers[r] = w
 	o.wg.Add(1)
-	go func(ctx context.Context) {
+	go func(ctx context.Context, started time.Time) {
 		defer o.wg.Done()
-		o.work(ctx, r, w)
-	}(o.ctx)
+		o.work(ctx, r, w, started)
+	}(o.ctx, o.started)
 }
 
 // work delivers r's items in order until none is left or ctx ends.
-func (o *Outbox) work(ctx context.Context, r [RecipientSize]byte, w *worker) {
+// started is when Run began: an item counts as waiting from then at the
+// earliest, so that a node starting with items left from its last run
+// does not report them before it had a chance to connect.
+func (o *Outbox) work(ctx context.Context, r [RecipientSize]byte, w *worker, started time.Time) {
 	defer func() {
 		o.mu.Lock()
 		if o.workers[r] == w {
@@ -417,14 +426,14 @@ func (o *Outbox) work(ctx context.Context, r [RecipientSize]byte, w *worker) {
 			}
 			continue
 		}
-		via, err := o.attempt(ctx, it)
+		via, err := o.try(ctx, it, &told)
 		attempts++
 		if err != nil && !IsPermanent(err) {
 			if ctx.Err() != nil {
 				return
 			}
 			o.log.Debug("delivery failed; will retry", "seq", it.Seq, "attempt", attempts, "err", err)
-			if o.cfg.OnWaiting != nil && told != it.Seq && time.Since(it.Created) >= o.cfg.WaitingAfter {
+			if o.cfg.OnWaiting != nil && told != it.Seq && time.Since(latest(it.Created, started)) >= o.cfg.WaitingAfter {
 				told = it.Seq
 				o.cfg.OnWaiting(it, err)
 			}
@@ -446,6 +455,43 @@ func (o *Outbox) work(ctx context.Context, r [RecipientSize]byte, w *worker) {
 			o.cfg.OnResult(Result{Item: it, Via: via, Err: err, Attempts: attempts})
 		}
 		attempts = 0
+	}
+}
+
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// try makes one attempt at it. If OnWaiting has not been told of it (told
+// holds the seq of the item it was told of) and the attempt runs for
+// WaitingAfter, OnWaiting is told then, from this goroutine, as it is
+// of failures.
+func (o *Outbox) try(ctx context.Context, it Item, told *uint64) (string, error) {
+	if o.cfg.OnWaiting == nil || *told == it.Seq {
+		return o.attempt(ctx, it)
+	}
+	type outcome struct {
+		via string
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		via, err := o.attempt(ctx, it)
+		done <- outcome{via, err}
+	}()
+	slow := time.NewTimer(o.cfg.WaitingAfter)
+	defer slow.Stop()
+	select {
+	case r := <-done:
+		return r.via, r.err
+	case <-slow.C:
+		*told = it.Seq
+		o.cfg.OnWaiting(it, ErrNoAnswerYet)
+		r := <-done
+		return r.via, r.err
 	}
 }
 

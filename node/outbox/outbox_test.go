@@ -764,61 +764,70 @@ func TestEnqueueTx(t *testing.T) {
 }
 
 // TestOnWaiting: an item that keeps failing is reported once per run,
-// when it is old enough; a failure cured before then is not reported.
+// once it has waited WaitingAfter in this run; failures cured before then
+// are not reported, whatever the item's age.
 func TestOnWaiting(t *testing.T) {
 	leakCheck(t)
-	old, fresh := key(1), key(2)
+	const after = 300 * time.Millisecond
 	type report struct {
 		seq uint64
 		err error
+		at  time.Time
 	}
 	reports := make(chan report, 16)
+	var mu sync.Mutex
+	cured := 0 // failures of the cured item so far
 	o, rec, res := newOutbox(t, func(it Item, _ int) error {
-		if bytes.Equal(it.Data, []byte("fail")) {
+		switch string(it.Data) {
+		case "fail":
 			return errors.New("no path")
+		case "cured":
+			mu.Lock()
+			defer mu.Unlock()
+			if cured++; cured <= 2 {
+				return errors.New("a blip")
+			}
 		}
 		return nil
-	}, Config{WaitingAfter: time.Hour, OnWaiting: func(it Item, err error) { reports <- report{it.Seq, err} }})
+	}, Config{WaitingAfter: after, OnWaiting: func(it Item, err error) { reports <- report{it.Seq, err, time.Now()} }})
 
-	// Older than WaitingAfter: reported at its first failure, and only
-	// then, however often it fails after.
-	stuck := item(old, 0)
-	stuck.Created = time.Now().Add(-2 * time.Hour)
-	stuck.Data = []byte("fail")
+	// Both were made long ago (left from an earlier run): they count as
+	// waiting from the start of this run.
+	stuck := Item{Recipient: key(1), Data: []byte("fail"), Created: time.Now().Add(-time.Hour)}
 	stuck, err := o.Enqueue(stuck)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Young: its failures are not reported.
-	young := item(fresh, 0)
-	young.Data = []byte("fail")
-	if _, err := o.Enqueue(young); err != nil {
+	if _, err := o.Enqueue(Item{Recipient: key(2), Data: []byte("cured"), Created: time.Now().Add(-time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
+	begin := time.Now()
 	stop := startRun(t, o)
+	if r := res.next(t); r.Item.Recipient != key(2) || r.Err != nil {
+		t.Fatalf("result %+v, want the cured item delivered", r)
+	}
 	select {
 	case r := <-reports:
 		if r.seq != stuck.Seq || r.err == nil || r.err.Error() != "no path" {
 			t.Fatalf("reported %+v, want seq %d with its error", r, stuck.Seq)
 		}
+		if r.at.Sub(begin) < after {
+			t.Fatalf("reported %v after Run began, before WaitingAfter", r.at.Sub(begin))
+		}
 	case <-time.After(waitLimit):
 		t.Fatal("the stuck item was not reported")
 	}
-	for {
+	calls := func() int {
 		rec.mu.Lock()
-		calls := rec.calls
-		rec.mu.Unlock()
-		if calls >= 40 { // both items failed many times over
-			break
-		}
+		defer rec.mu.Unlock()
+		return rec.calls
+	}
+	for then := calls(); calls() < then+20; { // it fails many times more
 		time.Sleep(time.Millisecond)
 	}
 	stop()
 	if len(reports) != 0 {
 		t.Fatalf("%d more reports, want the one", len(reports))
-	}
-	if len(res.ch) != 0 {
-		t.Fatalf("%d results for items that never went", len(res.ch))
 	}
 }
 
@@ -864,4 +873,38 @@ func TestUndelivered(t *testing.T) {
 		t.Fatalf("result %+v", r)
 	}
 	check(away)
+}
+
+// TestOnWaitingWhileSlow: an attempt that runs for WaitingAfter is
+// reported while it runs, once, and its item is delivered when it ends.
+func TestOnWaitingWhileSlow(t *testing.T) {
+	leakCheck(t)
+	release := make(chan struct{})
+	reports := make(chan error, 4)
+	o, _, res := newOutbox(t, func(Item, int) error {
+		<-release
+		return nil
+	}, Config{WaitingAfter: 20 * time.Millisecond, OnWaiting: func(_ Item, err error) { reports <- err }})
+	startRun(t, o)
+	if _, err := o.Enqueue(item(key(1), 0)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-reports:
+		if !errors.Is(err, ErrNoAnswerYet) {
+			t.Fatalf("reported %v, want ErrNoAnswerYet", err)
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("the slow attempt was not reported")
+	}
+	if len(res.ch) != 0 {
+		t.Fatal("a result before the attempt ended")
+	}
+	close(release)
+	if r := res.next(t); r.Err != nil {
+		t.Fatalf("result %+v", r)
+	}
+	if len(reports) != 0 {
+		t.Fatalf("%d more reports", len(reports))
+	}
 }
