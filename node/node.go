@@ -493,9 +493,9 @@ func (n *Node) Run(ctx context.Context) error {
 			err := n.home.Run(ctx)
 			switch {
 			case errors.Is(err, home.ErrPinMismatch):
-				n.emit(Error{Code: string(errcode.PermissionDenied), Message: "REFUSING THE HOME SERVER: " + err.Error()})
+				n.emit(Error{Code: string(errcode.PermissionDenied), Message: "REFUSING THE HOME SERVER: " + messageOf(err)})
 			case errors.Is(err, home.ErrLogin):
-				n.emit(Error{Code: string(errcode.Unauthenticated), Message: err.Error()})
+				n.emit(Error{Code: string(errcode.Unauthenticated), Message: messageOf(err)})
 			}
 			return err
 		})
@@ -938,7 +938,21 @@ func codeOf(err error) errcode.Code {
 	return errcode.Of(err)
 }
 
-func messageOf(err error) string { return errcode.Message(err) }
+// ownPrefixes are the package prefixes that errors of the node's own
+// packages start with, as Go errors do; they mean nothing to a person.
+var ownPrefixes = []string{"conv: ", "home: ", "names: ", "keys: ", "history: ", "outbox: "}
+
+// messageOf is err's message for a person: without its stable code and
+// transport prefixes (errcode.Message), nor a package prefix of ours.
+func messageOf(err error) string {
+	m := errcode.Message(err)
+	for _, p := range ownPrefixes {
+		if rest, ok := strings.CutPrefix(m, p); ok {
+			return rest
+		}
+	}
+	return m
+}
 
 // ErrorEvent returns the Error event that reports err, a command's error:
 // its stable code (rpc/errcode) and a message for people.

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/quicproquo/qpq/internal/boltcheck"
+	"github.com/quicproquo/qpq/node/conv"
 	"github.com/quicproquo/qpq/node/identity"
 	"github.com/quicproquo/qpq/node/internal/nodetest"
 	"github.com/quicproquo/qpq/node/keys"
@@ -659,6 +660,24 @@ func TestHeldDelivery(t *testing.T) {
 	for _, ev := range alice.log.All() {
 		if d, ok := ev.(Delivery); ok {
 			t.Fatalf("a third delivery event: %+v", d)
+		}
+	}
+}
+
+// TestErrorMessagesForPeople: an error event says what went wrong without
+// the Go package prefixes of the node's own errors.
+func TestErrorMessagesForPeople(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want Error
+	}{
+		{fmt.Errorf("%w: that is you", conv.ErrInvalid), Error{Code: "invalid-argument", Message: "invalid argument: that is you"}},
+		{fmt.Errorf("%w: %q", conv.ErrNotFound, "x"), Error{Code: "not-found", Message: `no such conversation: "x"`}},
+		{errNoPath, Error{Code: "failed-precondition", Message: "not reachable: no link to the peer and no home server"}},
+		{errors.New("rpc: enqueue: resource-exhausted: inbox full"), Error{Code: "resource-exhausted", Message: "inbox full"}},
+	} {
+		if got := ErrorEvent(c.err); got != c.want {
+			t.Errorf("ErrorEvent(%q) = %+v, want %+v", c.err, got, c.want)
 		}
 	}
 }
