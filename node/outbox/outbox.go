@@ -410,6 +410,12 @@ func (o *Outbox) work(ctx context.Context, r [RecipientSize]byte, w *worker, sta
 	}()
 	attempts := 0
 	var told uint64 // seq of the item OnWaiting was told of (seqs start at 1)
+	tell := func(it Item, err error) {
+		if o.cfg.OnWaiting != nil && told != it.Seq {
+			told = it.Seq
+			o.cfg.OnWaiting(it, err)
+		}
+	}
 	for ctx.Err() == nil {
 		it, ok, err := o.head(r)
 		if err != nil {
@@ -426,16 +432,19 @@ func (o *Outbox) work(ctx context.Context, r [RecipientSize]byte, w *worker, sta
 			}
 			continue
 		}
-		via, err := o.try(ctx, it, &told)
+		var onSlow func(Item, error) // told of the attempt if it runs long
+		if o.cfg.OnWaiting != nil && told != it.Seq {
+			onSlow = tell
+		}
+		via, err := o.try(ctx, it, onSlow)
 		attempts++
 		if err != nil && !IsPermanent(err) {
 			if ctx.Err() != nil {
 				return
 			}
 			o.log.Debug("delivery failed; will retry", "seq", it.Seq, "attempt", attempts, "err", err)
-			if o.cfg.OnWaiting != nil && told != it.Seq && time.Since(latest(it.Created, started)) >= o.cfg.WaitingAfter {
-				told = it.Seq
-				o.cfg.OnWaiting(it, err)
+			if time.Since(latest(it.Created, started)) >= o.cfg.WaitingAfter {
+				tell(it, err)
 			}
 			if !o.wait(ctx, w, attempts) {
 				return
@@ -465,12 +474,11 @@ func latest(a, b time.Time) time.Time {
 	return b
 }
 
-// try makes one attempt at it. If OnWaiting has not been told of it (told
-// holds the seq of the item it was told of) and the attempt runs for
-// WaitingAfter, OnWaiting is told then, from this goroutine, as it is
-// of failures.
-func (o *Outbox) try(ctx context.Context, it Item, told *uint64) (string, error) {
-	if o.cfg.OnWaiting == nil || *told == it.Seq {
+// try makes one attempt at it. If onSlow is not nil and the attempt runs
+// for WaitingAfter, onSlow is called then with ErrNoAnswerYet, from this
+// goroutine (the worker's, as for failures).
+func (o *Outbox) try(ctx context.Context, it Item, onSlow func(Item, error)) (string, error) {
+	if onSlow == nil {
 		return o.attempt(ctx, it)
 	}
 	type outcome struct {
@@ -488,8 +496,7 @@ func (o *Outbox) try(ctx context.Context, it Item, told *uint64) (string, error)
 	case r := <-done:
 		return r.via, r.err
 	case <-slow.C:
-		*told = it.Seq
-		o.cfg.OnWaiting(it, ErrNoAnswerYet)
+		onSlow(it, ErrNoAnswerYet)
 		r := <-done
 		return r.via, r.err
 	}
